@@ -1,0 +1,143 @@
+"""K independent MLPs in lockstep: stacked weights, manual forward/backward, fused SGD.
+
+Member k has its own weights ``W[l][k]``, ``b[l][k]``, its own step size and weight decay.
+One step is a handful of batched matmuls for all K members at once (DESIGN, "The
+population engine"): ``baddbmm(b, x[K,B,in], W^T)`` forward, and for SGD the update is
+folded into the backward pass. Because the gradient of every layer is linear in the
+output-layer delta, scaling that delta by the member's step size alpha_k once gives
+alpha_k * dL/dW for every layer, and the update ``W -= alpha_k (dL/dW + lambda_k W)``
+(torch.optim.SGD with coupled weight decay, SPEC 3.1/3.2) becomes one in-place
+rank-B update (``addcmul_`` for B = 1, ``baddbmm_`` otherwise) after the decay factor
+``(1 - alpha_k lambda_k)``. Nothing here mixes members: member k of a population computes
+exactly what the same member computes alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..activations import get_activation
+from ..losses import cross_entropy
+from ..network import NetworkSpec, initial_parameters
+
+
+@dataclass
+class StepResult:
+    """What one step leaves for learners and recorders: the forward pass's tensors."""
+
+    inputs: list[torch.Tensor]  # input of each linear layer: x, h1, ..., hL   (K, B, n)
+    pre: list[torch.Tensor]  # pre-activations z1..zL of the hidden layers      (K, B, H)
+
+
+class Population:
+    """K MLPs of one architecture, trained with per-member SGD (step size, weight decay)."""
+
+    def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
+                 device="cpu", dtype=torch.float32):
+        self.spec = spec
+        self.K = len(seeds)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        params = [initial_parameters(spec, s) for s in seeds]
+        self.W = [torch.stack([p[l][0] for p in params]).to(self.device, dtype).contiguous()
+                  for l in range(len(spec.sizes) - 1)]
+        self.b = [torch.stack([p[l][1] for p in params]).to(self.device, dtype).contiguous()
+                  for l in range(len(spec.sizes) - 1)]
+        self.acts = [get_activation(a) for a in spec.activations]
+        self.step_size = self._per_member(step_size)
+        self.weight_decay = self._per_member(weight_decay)
+        self._update_factors()
+        self.loss_sum = torch.zeros(self.K, device=self.device, dtype=torch.float64)
+        self.correct = torch.zeros(self.K, device=self.device, dtype=torch.long)
+        self.eye = torch.eye(spec.sizes[-1], device=self.device, dtype=dtype)
+
+    def _per_member(self, value) -> torch.Tensor:
+        t = torch.as_tensor(value, dtype=self.dtype).flatten().to(self.device)
+        if t.numel() == 1:
+            t = t.expand(self.K).clone()
+        if t.numel() != self.K:
+            raise ValueError(f"expected 1 or {self.K} per-member values, got {t.numel()}")
+        return t
+
+    def _update_factors(self):
+        """Cache (K,1,1) step sizes and the decay factor 1 - alpha * lambda."""
+        self._alpha = self.step_size.view(-1, 1, 1)
+        self._decay = (1.0 - self.step_size * self.weight_decay)
+        self._has_decay = bool((self.weight_decay != 0).any())
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, StepResult]:
+        """Logits (K, B, C) for inputs x (K, B, in), and the forward tensors."""
+        inputs, pre = [x], []
+        h = x
+        for l, act in enumerate(self.acts):
+            z = torch.baddbmm(self.b[l].unsqueeze(1), h, self.W[l].transpose(1, 2))
+            h = act.forward(z)
+            pre.append(z)
+            inputs.append(h)
+        logits = torch.baddbmm(self.b[-1].unsqueeze(1), h, self.W[-1].transpose(1, 2))
+        return logits, StepResult(inputs, pre)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)[0]
+
+    # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        """One test-then-train SGD step on batch (x (K,B,in), y (K,B)); accumulates loss and hits."""
+        logits, fwd = self.forward(x)
+        loss_sum, correct, grad = cross_entropy(logits, y, self.eye[y])
+        self.loss_sum += loss_sum
+        self.correct += correct
+        self._sgd_backward(grad.mul_(self._alpha), fwd)
+        return fwd
+
+    def _sgd_backward(self, delta: torch.Tensor, fwd: StepResult):
+        """Backpropagate alpha-scaled ``delta`` and apply W -= alpha (grad + lambda W) per layer."""
+        rank_one = delta.shape[1] == 1
+        for l in range(len(self.W) - 1, -1, -1):
+            W, b, h_in = self.W[l], self.b[l], fwd.inputs[l]
+            prev = None
+            if l > 0:  # delta of the layer below, with this layer's weights before the update
+                prev = self.acts[l - 1].backward(torch.bmm(delta, W), fwd.pre[l - 1], fwd.inputs[l])
+            if self._has_decay:
+                W.mul_(self._decay.view(-1, 1, 1))
+                b.mul_(self._decay.view(-1, 1))
+            if rank_one:
+                W.addcmul_(delta.transpose(1, 2), h_in, value=-1.0)
+                b.sub_(delta.squeeze(1))
+            else:
+                W.baddbmm_(delta.transpose(1, 2), h_in, alpha=-1.0)
+                b.sub_(delta.sum(dim=1))
+            delta = prev
+
+    def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, after_step=None):
+        """Train on a chunk (x (K,n,in), y (K,n)) in consecutive batches of ``batch_size``."""
+        n = x.shape[1]
+        for s in range(0, n, batch_size):
+            fwd = self.step(x[:, s : s + batch_size], y[:, s : s + batch_size])
+            if after_step is not None:
+                after_step(fwd)
+
+    def take_totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss sum, correct count) per member since the last call, on the CPU; resets them."""
+        out = self.loss_sum.to("cpu", copy=True), self.correct.to("cpu", copy=True)
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        return out
+
+    # ------------------------------------------------------------------ members
+    def freeze(self, k: int):
+        """Stop member k (diverged): zero its weights and step size so it stays finite and inert."""
+        for W, b in zip(self.W, self.b):
+            W[k].zero_()
+            b[k].zero_()
+        self.step_size[k] = 0.0
+        self._update_factors()
+
+    def parameters_of(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Member k's [(W, b)] per linear layer, as CPU copies."""
+        return [(W[k].detach().cpu().clone(), b[k].detach().cpu().clone()) for W, b in zip(self.W, self.b)]
