@@ -1,0 +1,119 @@
+"""End to end: train.py and run_population write the promised results."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, compose_config
+from plasticity_lab.config import ConfigError
+from plasticity_lab.run import MemberJob, run_population
+
+
+def _metrics(folder: Path):
+    with open(folder / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _job(tmp_path, name, *overrides):
+    return MemberJob(compose_config("debug=smoke", *overrides), tmp_path / name)
+
+
+@pytest.mark.data
+def test_train_py_smoke_writes_run_json_and_metrics(tmp_path, mnist_root):
+    env = {**os.environ, "PLASTICITY_LAB_DATA": str(mnist_root)}
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=smoke", "learner=l2",
+                           f"hydra.run.dir={out}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "completed" and info["seed"] == 0 and info["tasks_completed"] == 2
+    assert info["choices"]["learner"] == "l2" and "learner=l2" in info["overrides"]
+    assert info["versions"]["torch"] == torch.__version__ and info["end_time"]
+    assert len(info["git_commit"]) == 40
+    rows = _metrics(out)
+    assert [(r["task"], r["metric"]) for r in rows] == [("0", "accuracy"), ("0", "loss"), ("1", "accuracy"), ("1", "loss")]
+    assert all(r["layer"] == "" for r in rows) and [r["step"] for r in rows] == ["200", "200", "400", "400"]
+    assert 0 <= float(rows[0]["value"]) <= 1
+    assert (out / ".hydra" / "config.yaml").exists()
+
+
+def test_bad_config_fails_before_training_and_writes_nothing(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=smoke", "learner=l2",
+                           "learner.weight_decay=-0.1", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "learner.weight_decay=-0.1: must be >= 0" in proc.stderr
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.mark.data
+def test_first_task_well_above_chance_on_real_mnist(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    job = MemberJob(compose_config("num_tasks=1", "progress_bar=false"), tmp_path / "full")
+    (info,) = run_population([job])
+    assert info["status"] == "completed"
+    assert info["mean_accuracy"] > 0.80  # 10,000 examples, 3 x 100 relu, step 0.003
+
+
+@pytest.mark.data
+def test_population_members_equal_runs_alone_and_reference(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    variants = [("seed=0",), ("seed=1", "optimizer.step_size=0.01"), ("seed=2", "learner.weight_decay=1e-2"),
+                ("seed=3", "optimizer.step_size=0.03")]
+    pop = [_job(tmp_path, f"pop{k}", "learner=l2", *v) for k, v in enumerate(variants)]
+    run_population(pop)
+    for k, v in enumerate(variants):
+        (alone,) = run_population([_job(tmp_path, f"alone{k}", "learner=l2", *v)])
+        (ref,) = run_population([_job(tmp_path, f"ref{k}", "learner=l2", "backend=reference", *v)])
+        got = [float(r["value"]) for r in _metrics(tmp_path / f"pop{k}")]
+        assert got == pytest.approx([float(r["value"]) for r in _metrics(tmp_path / f"alone{k}")], rel=1e-6)
+        assert got == pytest.approx([float(r["value"]) for r in _metrics(tmp_path / f"ref{k}")], rel=1e-3, abs=1e-3)
+        info = json.loads((tmp_path / f"pop{k}" / "run.json").read_text())
+        assert (info["member_index"], info["population_size"], info["seed"]) == (k, 4, k)
+    assert _metrics(tmp_path / "pop0") != _metrics(tmp_path / "pop1")
+
+
+@pytest.mark.data
+def test_diverged_member_is_recorded_and_others_complete(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    jobs = [_job(tmp_path, "ok", "seed=1"), _job(tmp_path, "boom", "seed=2", "optimizer.step_size=1e8")]
+    run_population(jobs)
+    boom = json.loads((tmp_path / "boom" / "run.json").read_text())
+    assert boom["status"] == "diverged" and boom["diverged_at_task"] == 0
+    assert json.loads((tmp_path / "ok" / "run.json").read_text())["status"] == "completed"
+    run_population([_job(tmp_path, "ok_alone", "seed=1")])
+    assert _metrics(tmp_path / "ok") == _metrics(tmp_path / "ok_alone")
+
+
+def test_members_must_share_non_vectorisable_settings(tmp_path):
+    with pytest.raises(ConfigError, match="cannot vary"):
+        run_population([_job(tmp_path, "a"), _job(tmp_path, "b", "activation=tanh")])
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.data
+def test_refuses_to_overwrite_existing_results(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    run_population([_job(tmp_path, "a")])
+    before = (tmp_path / "a" / "metrics.csv").read_text()
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        run_population([_job(tmp_path, "b"), _job(tmp_path, "a")])
+    assert (tmp_path / "a" / "metrics.csv").read_text() == before
+    assert not (tmp_path / "b").exists()
+
+
+def test_missing_data_fails_clearly_and_marks_run_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = _job(tmp_path, "r", "dataset.download=false")
+    with pytest.raises(RuntimeError, match="PLASTICITY_LAB_DATA"):
+        run_population([job])
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["status"] == "failed" and "t10k-images" in info["error"]
