@@ -1,0 +1,78 @@
+"""Sweeps: Hydra's launchers and our population launcher pack, validate and write job folders."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from hydra_plugins.plasticity_lab_launcher.launcher import plan_populations
+
+
+def _sweep(tmp_path, *args, data=None, timeout=600):
+    env = {**os.environ, "PLASTICITY_LAB_DATA": str(data or "")}
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "debug=smoke",
+                           f"hydra.sweep.dir={sweep_dir}", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc, sweep_dir
+
+
+def _runs(sweep_dir: Path):
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/run.json"))}
+
+
+def test_plan_groups_equal_keys_and_caps_population_size():
+    keys = ["a", "b", "a", "a", "b", "a", "a"]
+    assert plan_populations(keys, 3) == [[0, 2, 3], [5, 6], [1, 4]]
+    assert plan_populations(keys, 16) == [[0, 2, 3, 5, 6], [1, 4]]
+    assert plan_populations(["x"] * 5, 1) == [[0], [1], [2], [3], [4]]
+
+
+@pytest.mark.data
+def test_population_launcher_packs_a_sweep_into_few_processes(tmp_path, mnist_root):
+    proc, sweep = _sweep(tmp_path, "hydra/launcher=population", "hydra.launcher.max_members=4",
+                         "seed=0,1,2", "optimizer.step_size=0.01,0.003", "learner=bp,l2", data=mnist_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = _runs(sweep)
+    assert len(runs) == 12 and all(r["status"] == "completed" for r in runs.values())
+    populations = {r["population_id"] for r in runs.values()}
+    assert len(populations) == 4  # 6 bp jobs -> 4 + 2, 6 l2 jobs -> 4 + 2
+    for num, r in runs.items():  # every member's folder holds its own config, as Hydra writes it
+        overrides = (sweep / num / ".hydra" / "overrides.yaml").read_text()
+        assert f"seed={r['seed']}" in overrides and r["choices"]["learner"] in overrides
+        assert (sweep / num / "metrics.csv").read_text().count("\n") == 5
+    by_pop = {}
+    for r in runs.values():
+        by_pop.setdefault(r["population_id"], set()).add(r["choices"]["learner"])
+    assert all(len(learners) == 1 for learners in by_pop.values())  # bp and l2 never share a population
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    proc, sweep = _sweep(tmp_path, "hydra/launcher=population", "hydra.launcher.dry_run=true",
+                         "hydra.launcher.max_members=2", "seed=0,1,2", "activation=relu,tanh")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "6 jobs -> 4 population(s)" in log
+    assert not list(sweep.glob("*/run.json"))
+
+
+def test_bad_value_in_a_sweep_fails_before_anything_runs(tmp_path):
+    proc, sweep = _sweep(tmp_path, "hydra/launcher=population", "learner=l2",
+                         "learner.weight_decay=1e-3,-1", "seed=0,1")
+    assert proc.returncode != 0
+    assert "learner.weight_decay=-1.0: must be >= 0" in proc.stderr
+    assert not list(sweep.glob("*/run.json")) and not list(sweep.glob("*/.hydra"))
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_plain_hydra_launchers_run_one_config_per_job(tmp_path, mnist_root, launcher):
+    proc, sweep = _sweep(tmp_path, f"hydra/launcher={launcher}", "seed=0,1", data=mnist_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = _runs(sweep)
+    assert sorted(r["seed"] for r in runs.values()) == [0, 1]
+    assert all(r["status"] == "completed" and r["population_size"] == 1 for r in runs.values())
