@@ -14,7 +14,7 @@ ifeq ($(origin PLASTICITY_LAB_DATA), undefined)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train smoke test bench clean
+.PHONY: help install train smoke test bench analyze clean
 
 help:  ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ test: install  ## run the test suite
 
 bench: install  ## engine speed vs a naive per-example nn.Module loop (prints steps/s and ratios)
 	$(PY) -m plasticity_lab.bench $(ARGS)
+
+analyze: install  ## report (tables + figures) for a sweep: make analyze SWEEP=multirun/2026-11-21/12-00-00-abc123
+	@test -n "$(SWEEP)" || { echo "usage: make analyze SWEEP=<run or sweep folder(s)>"; exit 2; }
+	$(PY) -m multirun_analysis report $(SWEEP) $(ARGS)
 
 clean:  ## remove caches (keeps outputs/ and multirun/)
 	rm -rf .pytest_cache $(shell find . -name __pycache__ -not -path './$(VENV)/*')

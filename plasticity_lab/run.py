@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream
 from .engine import Population
-from .recording import RunRecorder, git_state, package_versions
+from .recording import RunRecorder, atomic_write_text, git_state, package_versions
 from .reference import ReferencePopulation
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,11 @@ def run_population(members: list[MemberJob], population_id: str | None = None) -
     for r in recorders:  # refuse before writing anything if any member's folder holds results
         if r.run_json.exists():
             raise FileExistsError(f"{r.run_json} exists: refusing to overwrite an earlier run's results")
-    for r in recorders:
+    for m, r in zip(members, recorders):
         r.start()
+        hydra_dir = m.out_dir / ".hydra"
+        if not (hydra_dir / "config.yaml").exists():  # runs started from Python describe themselves too
+            atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(m.cfg))
     status = ["running"] * len(members)
     try:
         images, labels = load_idx_dataset(s0.dataset.source, s0.dataset.split, s0.dataset.root, s0.dataset.download)
