@@ -11,11 +11,16 @@ Conventions, stated once:
 - The zero matrix (e.g. a layer whose units are all dead) has rank 0, effective rank 0,
   approximate ranks 0 and stable rank 0 (the ratios below are 0/0 there; we define
   them as 0 so a fully dead layer reads as "no directions left", not as missing data).
-- Singular values are computed in float64 with ``torch.linalg.svdvals``. If LAPACK fails
-  (it can on degenerate matrices with many zero columns, SPEC 4), we fall back to the
-  eigenvalues of the Gram matrix ``A^T A`` (or ``A A^T``, the smaller) with
-  ``torch.linalg.eigvalsh`` (sigma = sqrt(max(lambda, 0))), then to numpy's SVD, and
-  finally to NaN. A measurement never crashes a run.
+- Singular values are computed in float64, by one of: ``svd`` (``torch.linalg.svdvals``),
+  ``gram`` (``torch.linalg.eigvalsh`` of the Gram matrix ``A^T A`` or ``A A^T``, the
+  smaller; sigma = sqrt(max(lambda, 0))), ``numpy`` (``numpy.linalg.svd``). If the first
+  fails (LAPACK can, on degenerate matrices with many zero columns, SPEC 4) the others
+  are tried in that order, and finally NaN: a measurement never crashes a run.
+  ``auto`` (the default) is ``gram`` for float32 (or narrower) features and ``svd``
+  otherwise: the float64 Gram route resolves singular values down to ~sqrt(eps64) =
+  1.5e-8 sigma_max, far below both float32's own precision and the default rank
+  tolerance (max(N, H) * eps32 = 2.4e-4 sigma_max for N = 2,000), and is about 3x faster
+  than a float64 SVD of a 2,000 x 100 matrix; float64 features get the full SVD.
 
 Sources: Dohare et al. 2024 [D] (rank, effective rank, approximate ranks, dead units,
 weight magnitude as loss-of-plasticity diagnostics; their ``compute_matrix_rank_summaries``);
@@ -33,12 +38,17 @@ import torch
 log = logging.getLogger(__name__)
 
 SVD_METHODS = ("svd", "gram", "numpy")
+METHODS = ("auto", *SVD_METHODS)
 
 
 # --------------------------------------------------------------------------- helpers
 def _finite_mask(a: torch.Tensor, dims: int) -> torch.Tensor:
-    """True where the trailing ``dims``-dimensional block of ``a`` is all finite."""
-    return torch.isfinite(a).flatten(start_dim=a.dim() - dims).all(dim=-1)
+    """True where the trailing ``dims``-dimensional block of ``a`` is all finite.
+
+    One float64 sum per block: NaN and inf propagate into it, and float32 values cannot
+    overflow a float64 sum, so this is exact for float32 (and for float64 below 1e300).
+    """
+    return torch.isfinite(a.sum(dim=tuple(range(-dims, 0)), dtype=torch.float64))
 
 
 def _nan_where(value: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
@@ -75,15 +85,17 @@ def _one_matrix(a: torch.Tensor, methods: tuple[str, ...]) -> torch.Tensor:
     return torch.full((min(a.shape[-2:]),), float("nan"), dtype=torch.float64, device=a.device)
 
 
-def singular_values(a: torch.Tensor, method: str = "svd") -> torch.Tensor:
+def singular_values(a: torch.Tensor, method: str = "auto") -> torch.Tensor:
     """Singular values of each matrix in ``a`` (..., N, H), float64, in descending order.
 
-    ``method`` is the first method tried: ``svd`` (``torch.linalg.svdvals`` in float64),
-    ``gram`` (eigenvalues of the Gram matrix) or ``numpy``; the later ones in that order
-    are the fall-backs. Matrices with non-finite entries give all-NaN rows.
+    ``method`` is the first method tried (``auto``, ``svd``, ``gram`` or ``numpy``, see the
+    module docstring); the others, in the order svd, gram, numpy, are the fall-backs.
+    Matrices with non-finite entries give all-NaN rows.
     """
-    if method not in SVD_METHODS:
-        raise ValueError(f"method must be one of {SVD_METHODS}, got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "auto":
+        method = "gram" if torch.finfo(a.dtype).bits <= 32 else "svd"
     a = a.detach().to(torch.float64)
     batch = a.shape[:-2]
     flat = a.reshape(-1, *a.shape[-2:])
@@ -91,9 +103,9 @@ def singular_values(a: torch.Tensor, method: str = "svd") -> torch.Tensor:
     good = _finite_mask(flat, 2)
     if good.any():
         idx = good.nonzero().flatten()
-        methods = SVD_METHODS[SVD_METHODS.index(method):] + SVD_METHODS[:SVD_METHODS.index(method)]
+        methods = (method, *[m for m in SVD_METHODS if m != method])
         try:  # the whole batch at once (the usual case), then matrix by matrix
-            sv = _STAGES[methods[0]](flat[idx])
+            sv = _STAGES[methods[0]](flat if len(idx) == flat.shape[0] else flat[idx])
             if not torch.isfinite(sv).all():
                 raise ValueError("non-finite singular values")
             out[idx] = sv
@@ -165,7 +177,7 @@ def stable_rank(sv: torch.Tensor) -> torch.Tensor:
 
 
 def rank_metrics(features: torch.Tensor, fraction: float = 0.99, rtol: float | None = None,
-                 method: str = "svd") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                 method: str = "auto") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """All rank measures of feature matrices (..., N, H) from one SVD.
 
     Returns ``({metric: (...,)}, singular values (..., min(N, H)))`` with metrics ``rank``
@@ -214,6 +226,26 @@ def dormant_ratio(features: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
 def feature_norm(features: torch.Tensor) -> torch.Tensor:
     """Mean over the probe examples of the L2 norm of the feature vector: mean_n ||h_n||_2."""
     return torch.linalg.vector_norm(features.detach().to(torch.float64), dim=-1).mean(dim=-1)
+
+
+def activity_metrics(features: torch.Tensor, tau: float = 0.1) -> dict[str, torch.Tensor]:
+    """``dead_units``, ``dead_fraction``, ``dormant_ratio`` (threshold ``tau``) and ``feature_norm``
+    of features (..., N, H) in one pass over |h|; the same values as the four functions above."""
+    features = features.detach()
+    bad = ~_finite_mask(features, 2)
+    a = features.abs()
+    dead = a.amax(dim=-2) == 0
+    count = dead.sum(dim=-1).to(torch.float64)
+    mean_abs = a.mean(dim=-2, dtype=torch.float64)
+    mean = mean_abs.mean(dim=-1, keepdim=True)
+    s = torch.where(mean > 0, mean_abs / torch.where(mean > 0, mean, torch.ones_like(mean)), torch.zeros_like(mean_abs))
+    norm = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float64).mean(dim=-1)
+    return {
+        "dead_units": _nan_where(count, bad),
+        "dead_fraction": _nan_where(count / features.shape[-1], bad),
+        "dormant_ratio": _nan_where((s <= tau).to(torch.float64).mean(dim=-1), bad),
+        "feature_norm": _nan_where(norm, bad),
+    }
 
 
 # --------------------------------------------------------------------------- weights

@@ -180,11 +180,8 @@ class ProbeRunner:
     def _activity(self, task, status):
         tau = self.settings.activity.dormant_threshold
         for l, feats in enumerate(self._features(task), start=1):
-            count, fraction = M.dead_units(feats)
-            self._add(task, "dead_units", count, l, status)
-            self._add(task, "dead_fraction", fraction, l, status)
-            self._add(task, "dormant_ratio", M.dormant_ratio(feats, tau), l, status)
-            self._add(task, "feature_norm", M.feature_norm(feats), l, status)
+            for metric, v in M.activity_metrics(feats, tau).items():
+                self._add(task, metric, v, l, status)
 
     def _weights(self, task, status):
         weights = [W for W, _ in self.backend.stacked_parameters()]

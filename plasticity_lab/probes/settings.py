@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ..config import SPLIT_SIZES, ConfigError, _checked, _finite, _non_negative, _one_of, _positive, _read
-from .metrics import SVD_METHODS
+from .metrics import METHODS
 
 
 def _task_list(v):
@@ -64,7 +64,7 @@ class RankProbe(Scheduled):
 
     fraction: float = _checked(0.99, _finite(_fraction))  # approximate ranks: share of sum sigma^2 / sum sigma
     rtol: Union[float, None] = _checked(None, _finite(_non_negative))  # rank: sigma > rtol * sigma_max; null = max(N, H) * eps
-    method: str = _checked("svd", _one_of(*SVD_METHODS))  # first method tried; the others are fall-backs
+    method: str = _checked("auto", _one_of(*METHODS))  # first method tried (auto: gram for float32 features); the others are fall-backs
     save_singular_values: bool = False  # also write arrays/singular_values.npz (task_<t>_layer_<l>)
 
 
