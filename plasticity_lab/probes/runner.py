@@ -250,7 +250,7 @@ class ProbeRunner:
 
     def _timing(self, task, status):
         p = self.settings.timing
-        with timing_copy(self.backend) as scratch:
+        with timing_copy(self.backend) as scratch, torch.enable_grad():  # the reference trains by autograd
             x, y = self._examples(task, p.examples)
             for name, value in time_backend(scratch, x, y, p.batch_sizes, self.device).items():
                 self._add(task, name, [value] * len(self.recorders), "", status)
