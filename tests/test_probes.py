@@ -490,3 +490,16 @@ def test_probe_overhead_function_runs_small():
     assert out["train_seconds_per_task"] > 0 and 0 < out["overhead_fraction"]
     assert set(out["probe_seconds"]) >= {"features", "rank", "activity", "weights"}
     assert out["probe_runs_per_task"]["rank"] == pytest.approx((2 + 1) / 10)  # tasks 0, 5 + final
+
+
+def test_a_failing_probe_warns_and_the_run_goes_on(tmp_path, caplog):
+    settings = replace(ProbeSettings(), rank={"every": 1}, weights={"every": 1})
+    runner, stream, pop, recs = _tiny(tmp_path, settings=settings)
+    pop.hidden_features = None  # a broken backend method: the rank probe fails, weights still recorded
+    _loop(runner, stream, pop, 2, ["running", "running"])
+    assert sorted(recs[0].get("weight_magnitude")) == [0, 1, 2] and not recs[0].get("rank", 1)
+    assert caplog.text.count("Traceback") == 1 and "failed again at task 1" in caplog.text
+    strict, stream, pop, _ = _tiny(tmp_path, settings=replace(settings, on_error="raise"))
+    pop.hidden_features = None
+    with pytest.raises(TypeError):
+        strict.before_task(0, ["running", "running"])

@@ -73,6 +73,7 @@ class ProbeRunner:
         self._prev_resets: dict[int, torch.Tensor] | None = None
         self._train_start: float | None = None
         self._task_cache: dict = {}
+        self._failed: set[str] = set()
 
     # ------------------------------------------------------------------ hooks
     def before_task(self, task: int, status: list[str]) -> None:
@@ -115,10 +116,14 @@ class ProbeRunner:
         try:
             with torch.no_grad():
                 fn(task, status)
-        except Exception:
+        except Exception as err:
             if self.settings.on_error == "raise":
                 raise
-            log.exception("probe %r failed at task %d; the run goes on without it", name, task)
+            if name in self._failed:  # the traceback once per probe, then one line per failure
+                log.warning("probe %r failed again at task %d: %s: %s", name, task, type(err).__name__, err)
+            else:
+                self._failed.add(name)
+                log.exception("probe %r failed at task %d; the run goes on without it", name, task)
 
     def _add(self, task, metric, values, layer, status, step=None):
         """One row per live member; ``values`` is a (K,) tensor or a list."""
