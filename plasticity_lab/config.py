@@ -142,6 +142,7 @@ class RunSettings:
     network: NetworkSettings = None
     learner: Any = None
     optimizer: OptimizerSettings = None
+    probes: Any = None  # probes.settings.ProbeSettings (SPEC 4); no `probes` section -> all probes off
 
 
 SECTIONS = {"dataset": DatasetSettings, "network": NetworkSettings, "optimizer": OptimizerSettings}
@@ -170,8 +171,8 @@ def _coerce(value, hint, path):
 def _read(cls, node: dict, path: str):
     """Build dataclass ``cls`` from ``node``, naming ``path.key`` in every error."""
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name not in SECTIONS and f.name not in ("learner",)}
-    unknown = sorted(set(node) - known - (set(SECTIONS) | {"learner"} if cls is RunSettings else set()))
+    known = {f.name for f in fields(cls) if f.name not in SECTIONS and f.name not in ("learner", "probes")}
+    unknown = sorted(set(node) - known - (set(SECTIONS) | {"learner", "probes"} if cls is RunSettings else set()))
     if unknown:
         prefix = f"{path}." if path else ""
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key; known keys: {sorted(known)}")
@@ -243,8 +244,15 @@ def parse_config(cfg) -> RunSettings:
         network=_network(node["network"]),
         learner=learner,
         optimizer=OptimizerSettings(**_read(OptimizerSettings, node["optimizer"], "optimizer")),
+        probes=_probes(node.get("probes"), dataset),
     )
     return settings
+
+
+def _probes(node, dataset):
+    from .probes.settings import parse_probes  # imported here: probes.settings builds on this module
+
+    return parse_probes(node, dataset)
 
 
 def population_key(settings: RunSettings) -> str:

@@ -23,6 +23,7 @@ from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, popula
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream
 from .engine import Population
+from .probes import NullProbes, build_probes
 from .recording import RunRecorder, atomic_write_text, git_state, package_versions
 from .reference import ReferencePopulation
 
@@ -101,14 +102,17 @@ def run_population(members: list[MemberJob], population_id: str | None = None) -
     status = ["running"] * len(members)
     try:
         images, labels = load_idx_dataset(s0.dataset.source, s0.dataset.split, s0.dataset.root, s0.dataset.download)
-        stream = PermutedImageStream(torch.from_numpy(images), torch.from_numpy(labels),
+        images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+        stream = PermutedImageStream(images, labels,
                                      [s.seed for s in settings], s0.dataset.images_per_task,
                                      s0.dataset.subset, device, dtype)
         backend = build_backend(s0, [s.seed for s in settings], [s.optimizer.step_size for s in settings],
                                 [s.learner.weight_decay for s in settings], device, dtype)
         log.info("training %d member(s) on %s, %s backend, %d tasks of %d examples", len(members), device,
                  s0.backend, s0.num_tasks, stream.examples_per_task)
-        _train(s0, stream, backend, recorders, status)
+        probes = build_probes(s0, stream, backend, recorders, images, labels,
+                              math.ceil(stream.examples_per_task / s0.batch_size))
+        _train(s0, stream, backend, recorders, status, probes)
     except BaseException as err:
         for k, r in enumerate(recorders):
             if status[k] == "running":
@@ -117,12 +121,15 @@ def run_population(members: list[MemberJob], population_id: str | None = None) -
     return [r.info for r in recorders]
 
 
-def _train(s: RunSettings, stream: PermutedImageStream, backend, recorders: list[RunRecorder], status: list[str]):
+def _train(s: RunSettings, stream: PermutedImageStream, backend, recorders: list[RunRecorder], status: list[str],
+           probes=None):
+    probes = probes or NullProbes()  # measurements (SPEC 4): before each task and after the last
     n = stream.examples_per_task
     steps_per_task = math.ceil(n / s.batch_size)
     accuracies: list[list[float]] = [[] for _ in recorders]
     bar = tqdm(range(s.num_tasks), desc="tasks", unit="task", disable=not s.progress_bar, dynamic_ncols=True)
     for task in bar:
+        probes.before_task(task, status)
         for x, y in stream.chunks(task, s.batch_size):
             backend.train(x, y, s.batch_size)
         loss_sum, correct = backend.take_totals()
@@ -147,6 +154,7 @@ def _train(s: RunSettings, stream: PermutedImageStream, backend, recorders: list
         if not live:
             break
         bar.set_postfix(acc=f"{sum(live) / len(live):.3f}")
+    probes.finish(task + 1, status)
     for k, r in enumerate(recorders):
         if status[k] == "running":
             status[k] = "completed"

@@ -37,7 +37,9 @@ def test_train_py_smoke_writes_run_json_and_metrics(tmp_path, mnist_root):
     assert info["choices"]["learner"] == "l2" and "learner=l2" in info["overrides"]
     assert info["versions"]["torch"] == torch.__version__ and info["end_time"]
     assert len(info["git_commit"]) == 40
-    rows = _metrics(out)
+    all_rows = _metrics(out)
+    assert {"effective_rank", "weight_magnitude"} <= {r["metric"] for r in all_rows}  # default probes (SPEC 4)
+    rows = [r for r in all_rows if r["metric"] in ("accuracy", "loss")]
     assert [(r["task"], r["metric"]) for r in rows] == [("0", "accuracy"), ("0", "loss"), ("1", "accuracy"), ("1", "loss")]
     assert all(r["layer"] == "" for r in rows) and [r["step"] for r in rows] == ["200", "200", "400", "400"]
     assert 0 <= float(rows[0]["value"]) <= 1

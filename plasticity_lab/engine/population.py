@@ -141,3 +141,30 @@ class Population:
     def parameters_of(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Member k's [(W, b)] per linear layer, as CPU copies."""
         return [(W[k].detach().cpu().clone(), b[k].detach().cpu().clone()) for W, b in zip(self.W, self.b)]
+
+    # ------------------------------------------------------------------ probes (read-only)
+    # The measurement interface (plasticity_lab.probes); the reference backend answers it too.
+    @torch.no_grad()
+    def hidden_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Post-activation features [h1 .. hL], each (K, B, H), for inputs x (K, B, in)."""
+        return self.forward(x)[1].inputs[1:]
+
+    def stacked_parameters(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(W (K, out, in), b (K, out))] per linear layer: the live tensors, to be read, not written."""
+        return list(zip(self.W, self.b))
+
+    @torch.no_grad()
+    def example_deltas(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-example backward quantities of the per-example loss l_i = CE(logits_i, y_i).
+
+        Returns (inputs [x, h1 .. hL], deltas [D_1 .. D_{L+1}]) with D_l[i] = dl_i / dz_l[i]
+        the gradient w.r.t. the pre-activation of linear layer l, each (K, S, n); the
+        per-example gradient of layer l is D_l[i] (x) inputs[l-1][i] (weights) and D_l[i] (bias).
+        """
+        logits, fwd = self.forward(x)
+        delta = torch.softmax(logits, dim=-1) - self.eye[y]
+        deltas = [delta]
+        for l in range(len(self.W) - 1, 0, -1):
+            delta = self.acts[l - 1].backward(torch.bmm(delta, self.W[l]), fwd.pre[l - 1], fwd.inputs[l])
+            deltas.append(delta)
+        return fwd.inputs, deltas[::-1]

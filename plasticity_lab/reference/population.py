@@ -7,6 +7,8 @@ same recording), so engine-vs-reference comparisons run through the same code pa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..network import NetworkSpec
 from .learner import ReferenceLearner
@@ -45,3 +47,55 @@ class ReferencePopulation:
 
     def parameters_of(self, k: int):
         return self.members[k].parameters()
+
+    # ------------------------------------------------------------------ probes (read-only)
+    # The engine's measurement interface (plasticity_lab.probes), one member at a time.
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (K, B, C) for inputs x (K, B, in)."""
+        return torch.stack([m.net(x[k]) for k, m in enumerate(self.members)])
+
+    @torch.no_grad()
+    def hidden_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Post-activation features [h1 .. hL], each (K, B, H): the inputs of linear layers 2 .. L+1."""
+        per_member = [_linear_io(m.net, x[k])[0][1:] for k, m in enumerate(self.members)]
+        return [torch.stack(layer) for layer in zip(*per_member)]
+
+    def stacked_parameters(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(W (K, out, in), b (K, out))] per linear layer (copies)."""
+        params = [m.parameters() for m in self.members]
+        return [(torch.stack([p[l][0] for p in params]), torch.stack([p[l][1] for p in params]))
+                for l in range(len(params[0]))]
+
+    def example_deltas(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(inputs [x, h1 .. hL], deltas [dl_i/dz_1 .. dl_i/dz_{L+1}]) by autograd, each (K, S, n).
+
+        l_i is example i's own cross-entropy; with reduction="sum" the gradient of the sum
+        w.r.t. example i's pre-activations is that example's alone (no layer mixes
+        examples). Uses ``torch.autograd.grad``, so no ``.grad`` is written.
+        """
+        inputs, deltas = [], []
+        with torch.enable_grad():
+            for k, m in enumerate(self.members):
+                ins, outs, logits = _linear_io(m.net, x[k])
+                loss = F.cross_entropy(logits, y[k], reduction="sum")
+                deltas.append([d.detach() for d in torch.autograd.grad(loss, outs)])
+                inputs.append([h.detach() for h in ins])
+        return [torch.stack(t) for t in zip(*inputs)], [torch.stack(t) for t in zip(*deltas)]
+
+
+def _linear_io(net: nn.Module, x: torch.Tensor):
+    """Run ``net`` on x; return (inputs, outputs) of its nn.Linear layers in call order, and the logits."""
+    ins, outs = [], []
+
+    def hook(module, args, out):
+        ins.append(args[0])
+        outs.append(out)
+
+    handles = [mod.register_forward_hook(hook) for mod in net.modules() if isinstance(mod, nn.Linear)]
+    try:
+        logits = net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return ins, outs, logits
