@@ -42,7 +42,8 @@ def test_load_runs_reads_framework_output(sweep):
     assert df["run_id"].nunique() == 6
     assert [e["status"] for e in df.attrs["excluded"]] == ["failed"]
     assert {"choice.learner", "optimizer.step_size", "seed"} <= set(df.columns)
-    assert set(df["metric"]) == {"accuracy", "loss"} and set(df["task"]) == {0, 1}
+    assert {"accuracy", "loss", "effective_rank", "weight_magnitude"} <= set(df["metric"])
+    assert set(df.loc[df["metric"] == "accuracy", "task"]) == {0, 1}
 
 
 @pytest.mark.data
