@@ -138,6 +138,7 @@ class RunSettings:
     backend: str = _checked("population", _one_of("population", "reference"))
     progress_bar: bool = True
     metrics_flush_seconds: float = _checked(10.0, _non_negative)
+    checkpoint_seconds: float = _checked(60.0, _non_negative)  # checkpoint at a task start at most this often
     dataset: DatasetSettings = None
     network: NetworkSettings = None
     learner: Any = None

@@ -93,6 +93,11 @@ class RunRecorder:
         self.info["end_time"] = None
         self._write_info()
 
+    def resume(self) -> None:
+        """Continue a run from its checkpoint: run.json back to running, resumes counted."""
+        self.info.update(status="running", end_time=None, error=None, resumes=self.info.get("resumes", 0) + 1)
+        self._write_info()
+
     def add(self, task: int, step: int, metric: str, value: float, layer: int | str = "") -> None:
         self.rows.append((task, step, metric, layer, value))
 

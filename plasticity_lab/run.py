@@ -6,12 +6,17 @@ writes its own run folder exactly as it would alone. The loop is short on purpos
 (CleanRL / Avalanche style): for each task, train on its stream chunk by chunk, then record
 per member the task's online accuracy and mean loss (test-then-train, SPEC 1), mark
 members whose loss went non-finite as diverged (the others go on), and flush the files.
+At the start of a task (at most every ``checkpoint_seconds``) each member's state is
+checkpointed; re-running the same command resumes from there (checkpoint.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +24,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from . import checkpoint
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream
 from .engine import Population
+from .engine.state import load_member_states, member_state
 from .probes import NullProbes, build_probes
 from .recording import RunRecorder, atomic_write_text, git_state, package_versions
 from .reference import ReferencePopulation
@@ -66,45 +73,95 @@ def run(cfg: DictConfig) -> float:
 
 
 def run_population(members: list[MemberJob], population_id: str | None = None) -> list[dict]:
-    """Train ``members`` in lockstep; returns one summary dict per member (also in run.json)."""
+    """Train ``members`` in lockstep; returns one summary dict per member (also in run.json).
+
+    Members whose folders hold a checkpoint resume from it; finished members are left alone
+    (plasticity_lab/checkpoint.py says which folder state leads to what).
+    """
     settings = [parse_config(m.cfg) for m in members]
     shared = population_key(settings[0])
     for m, s in zip(members, settings):
         if population_key(s) != shared:
             raise ConfigError(f"{m.out_dir}: this member differs from the first in a setting that cannot vary "
                               f"within a population (only {', '.join(VECTORISABLE)} may)")
+    priors = [checkpoint.inspect(m.out_dir) for m in members]  # refuses before anything is written
+    results = [p.info if p.kind == "finished" else None for p in priors]
+    live = [k for k, p in enumerate(priors) if p.kind != "finished"]
+    if not live:
+        log.info("every member has already finished: nothing to train")
+        return results
+    start_task = _resume_point([members[k] for k in live], [settings[k] for k in live], [priors[k] for k in live])
+    infos = _run_live([members[k] for k in live], [settings[k] for k in live], [priors[k] for k in live],
+                      start_task, population_id or members[0].out_dir.name)
+    for k, info in zip(live, infos):
+        results[k] = info
+    return results
+
+
+RESUME_MAY_CHANGE = ("progress_bar", "metrics_flush_seconds", "checkpoint_seconds", "num_threads", "device")
+
+
+def _settings_record(s: RunSettings) -> dict:
+    """What a checkpoint remembers of the settings, to refuse resuming under different ones."""
+    record = json.loads(json.dumps(dataclasses.asdict(s), default=str))
+    return {k: v for k, v in record.items() if k not in RESUME_MAY_CHANGE}
+
+
+def _resume_point(members: list[MemberJob], settings: list[RunSettings], priors) -> int:
+    """The task the live members start at: 0, or the common task of their checkpoints."""
+    kinds = {p.kind for p in priors}
+    if kinds == {"fresh"}:
+        return 0
+    if kinds != {"resume"}:
+        raise ValueError("a population cannot mix fresh members with members resuming from a checkpoint: "
+                         + ", ".join(f"{m.out_dir} ({p.kind})" for m, p in zip(members, priors)))
+    for m, s, p in zip(members, settings, priors):
+        before, now = p.state["settings"], _settings_record(s)
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            raise ConfigError(f"{m.out_dir}: cannot resume, the settings changed since the checkpoint "
+                              f"({', '.join(changed)}); use a new output folder")
+    tasks = {p.state["next_task"] for p in priors}
+    if len(tasks) > 1:
+        raise ValueError(f"members' checkpoints are at different tasks {sorted(tasks)}; resume them separately")
+    return tasks.pop()
+
+
+def _run_live(members, settings, priors, start_task: int, population_id: str) -> list[dict]:
     s0 = settings[0]
     device = resolve_device(s0.device)
     dtype = getattr(torch, s0.dtype)
     if s0.num_threads:
         torch.set_num_threads(s0.num_threads)
-
-    commit, dirty = git_state()
-    population_id = population_id or members[0].out_dir.name
-    recorders = [
-        RunRecorder(m.out_dir, {
-            "seed": s.seed, "member_index": k, "population_id": population_id, "population_size": len(members),
-            "num_tasks": s.num_tasks, "tasks_completed": 0, "diverged_at_task": None, "error": None,
-            "git_commit": commit, "git_dirty": dirty, "versions": package_versions(),
-            "device": str(device), "backend": s.backend,
-            "choices": m.choices, "overrides": m.overrides,
-        }, s0.metrics_flush_seconds)
-        for k, (m, s) in enumerate(zip(members, settings))
-    ]
-    for r in recorders:  # refuse before writing anything if any member's folder holds results
-        if r.run_json.exists():
-            raise FileExistsError(f"{r.run_json} exists: refusing to overwrite an earlier run's results")
-    for m, r in zip(members, recorders):
-        r.start()
-        hydra_dir = m.out_dir / ".hydra"
-        if not (hydra_dir / "config.yaml").exists():  # runs started from Python describe themselves too
-            atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(m.cfg))
+    resumed = start_task > 0 or priors[0].kind == "resume"
+    if resumed:
+        recorders = [RunRecorder(m.out_dir, p.state["info"], s0.metrics_flush_seconds) for m, p in zip(members, priors)]
+        for r, p in zip(recorders, priors):
+            r.rows = list(p.state["rows"])
+            r.resume()
+        log.info("resuming %d member(s) at task %d", len(members), start_task)
+    else:
+        commit, dirty = git_state()
+        recorders = [
+            RunRecorder(m.out_dir, {
+                "seed": s.seed, "member_index": k, "population_id": population_id, "population_size": len(members),
+                "num_tasks": s.num_tasks, "tasks_completed": 0, "diverged_at_task": None, "error": None,
+                "git_commit": commit, "git_dirty": dirty, "versions": package_versions(),
+                "device": str(device), "backend": s.backend,
+                "choices": m.choices, "overrides": m.overrides,
+            }, s0.metrics_flush_seconds)
+            for k, (m, s) in enumerate(zip(members, settings))
+        ]
+        for m, r in zip(members, recorders):
+            r.start()
+            hydra_dir = m.out_dir / ".hydra"
+            if not (hydra_dir / "config.yaml").exists():  # runs started from Python describe themselves too
+                atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(m.cfg))
     status = ["running"] * len(members)
     try:
         images, labels = load_idx_dataset(s0.dataset.source, s0.dataset.split, s0.dataset.root, s0.dataset.download)
         images, labels = torch.from_numpy(images), torch.from_numpy(labels)
-        stream = PermutedImageStream(images, labels,
-                                     [s.seed for s in settings], s0.dataset.images_per_task,
+        stream = PermutedImageStream(images, labels, [s.seed for s in settings], s0.dataset.images_per_task,
                                      s0.dataset.subset, device, dtype)
         backend = build_backend(s0, [s.seed for s in settings], [s.optimizer.step_size for s in settings],
                                 [s.learner.weight_decay for s in settings], device, dtype)
@@ -112,7 +169,11 @@ def run_population(members: list[MemberJob], population_id: str | None = None) -
                  s0.backend, s0.num_tasks, stream.examples_per_task)
         probes = build_probes(s0, stream, backend, recorders, images, labels,
                               math.ceil(stream.examples_per_task / s0.batch_size))
-        _train(s0, stream, backend, recorders, status, probes)
+        run = _Training(s0, stream, backend, recorders, status, probes,
+                        [_settings_record(s) for s in settings], [m.out_dir for m in members])
+        if resumed:
+            run.restore([p.state for p in priors])
+        run.train(start_task, resumed)
     except BaseException as err:
         for k, r in enumerate(recorders):
             if status[k] == "running":
@@ -121,41 +182,81 @@ def run_population(members: list[MemberJob], population_id: str | None = None) -
     return [r.info for r in recorders]
 
 
-def _train(s: RunSettings, stream: PermutedImageStream, backend, recorders: list[RunRecorder], status: list[str],
-           probes=None):
-    probes = probes or NullProbes()  # measurements (SPEC 4): before each task and after the last
-    n = stream.examples_per_task
-    steps_per_task = math.ceil(n / s.batch_size)
-    accuracies: list[list[float]] = [[] for _ in recorders]
-    bar = tqdm(range(s.num_tasks), desc="tasks", unit="task", disable=not s.progress_bar, dynamic_ncols=True)
-    for task in bar:
-        probes.before_task(task, status)
-        for x, y in stream.chunks(task, s.batch_size):
-            backend.train(x, y, s.batch_size)
-        loss_sum, correct = backend.take_totals()
-        step = (task + 1) * steps_per_task
-        for k, r in enumerate(recorders):
-            if status[k] != "running":
+class _Training:
+    """The task loop of one population, and its checkpoints."""
+
+    def __init__(self, s: RunSettings, stream: PermutedImageStream, backend, recorders: list[RunRecorder],
+                 status: list[str], probes, settings_records: list[dict], out_dirs: list[Path]):
+        self.s, self.stream, self.backend, self.recorders = s, stream, backend, recorders
+        self.status, self.probes = status, probes
+        self.settings_records, self.out_dirs = settings_records, out_dirs
+        self.accuracies: list[list[float]] = [[] for _ in recorders]
+        self._last_checkpoint = -math.inf
+
+    def restore(self, states: list[dict]) -> None:
+        self.backend.load_member_states([st["backend"] for st in states])
+        load_member_states(self.probes, [st["probes"] for st in states])
+        self.accuracies = [list(st["accuracies"]) for st in states]
+
+    def checkpoint(self, task: int) -> None:
+        """Every running member's state at the start of ``task`` (after its probes), atomically."""
+        K = len(self.recorders)
+        for k, r in enumerate(self.recorders):
+            if self.status[k] == "running":
+                r.flush(force=True)
+                checkpoint.save(self.out_dirs[k], {
+                    "next_task": task, "settings": self.settings_records[k], "info": r.info, "rows": r.rows,
+                    "accuracies": self.accuracies[k], "backend": self.backend.member_state(k),
+                    "probes": member_state(self.probes, k, K)})
+        self._last_checkpoint = time.monotonic()
+
+    def train(self, start_task: int, resumed: bool) -> None:
+        s, stream, backend = self.s, self.stream, self.backend
+        n = stream.examples_per_task
+        steps_per_task = math.ceil(n / s.batch_size)
+        bar = tqdm(range(start_task, s.num_tasks), desc="tasks", unit="task", disable=not s.progress_bar,
+                   dynamic_ncols=True, initial=start_task, total=s.num_tasks)
+        task = start_task
+        for task in bar:
+            if not (resumed and task == start_task):  # a resumed task's probes ran before its checkpoint
+                self.probes.before_task(task, self.status)
+            if time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds and not (resumed and task == start_task):
+                self.checkpoint(task)
+            for x, y in stream.chunks(task, s.batch_size):
+                backend.train(x, y, s.batch_size)
+            self._record(task, (task + 1) * steps_per_task, *backend.take_totals())
+            live = [self.accuracies[k][-1] for k in range(len(self.recorders)) if self.status[k] == "running"]
+            if not live:
+                break
+            bar.set_postfix(acc=f"{sum(live) / len(live):.3f}")
+        self.probes.finish(task + 1, self.status)
+        for k, r in enumerate(self.recorders):
+            if self.status[k] == "running":
+                self.status[k] = "completed"
+                r.finish("completed", mean_accuracy=_mean(self.accuracies[k]))
+                checkpoint.remove(self.out_dirs[k])
+
+    def _record(self, task: int, step: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+        """Per member: the task's online accuracy and mean loss; a non-finite loss means diverged."""
+        n = self.stream.examples_per_task
+        for k, r in enumerate(self.recorders):
+            if self.status[k] != "running":
                 continue
             acc, loss = float(correct[k]) / n, float(loss_sum[k]) / n
             r.add(task, step, "accuracy", acc)
             r.add(task, step, "loss", loss)
-            accuracies[k].append(acc)
+            self.accuracies[k].append(acc)
             if not math.isfinite(loss):
-                status[k] = "diverged"
-                backend.freeze(k)
+                self.status[k] = "diverged"
+                self.backend.freeze(k)
                 log.warning("member %d (seed %d) diverged in task %d", k, r.info["seed"], task)
                 r.finish("diverged", diverged_at_task=task, tasks_completed=task + 1,
-                         mean_accuracy=sum(accuracies[k]) / len(accuracies[k]))
+                         mean_accuracy=_mean(self.accuracies[k]))
+                checkpoint.remove(self.out_dirs[k])
             else:
                 r.info["tasks_completed"] = task + 1
                 r.flush()
-        live = [accuracies[k][-1] for k in range(len(recorders)) if status[k] == "running"]
-        if not live:
-            break
-        bar.set_postfix(acc=f"{sum(live) / len(live):.3f}")
-    probes.finish(task + 1, status)
-    for k, r in enumerate(recorders):
-        if status[k] == "running":
-            status[k] = "completed"
-            r.finish("completed", mean_accuracy=sum(accuracies[k]) / len(accuracies[k]))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

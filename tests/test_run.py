@@ -101,13 +101,22 @@ def test_members_must_share_non_vectorisable_settings(tmp_path):
 
 
 @pytest.mark.data
-def test_refuses_to_overwrite_existing_results(tmp_path, mnist_root, monkeypatch):
+def test_rerun_leaves_finished_members_untouched(tmp_path, mnist_root, monkeypatch):
     monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
     run_population([_job(tmp_path, "a")])
-    before = (tmp_path / "a" / "metrics.csv").read_text()
+    before = {f: (tmp_path / "a" / f).read_text() for f in ("metrics.csv", "run.json")}
+    infos = run_population([_job(tmp_path, "a"), _job(tmp_path, "b", "seed=1")])
+    assert {f: (tmp_path / "a" / f).read_text() for f in before} == before
+    assert [i["status"] for i in infos] == ["completed", "completed"]
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+
+
+def test_refuses_a_started_folder_without_checkpoint(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"status": "failed"}))
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
         run_population([_job(tmp_path, "b"), _job(tmp_path, "a")])
-    assert (tmp_path / "a" / "metrics.csv").read_text() == before
+    assert json.loads((tmp_path / "a" / "run.json").read_text()) == {"status": "failed"}
     assert not (tmp_path / "b").exists()
 
 

@@ -21,6 +21,7 @@ import torch
 from ..activations import get_activation
 from ..losses import cross_entropy
 from ..network import NetworkSpec, initial_parameters
+from .state import load_member_states, member_state
 
 
 @dataclass
@@ -33,6 +34,8 @@ class StepResult:
 
 class Population:
     """K MLPs of one architecture, trained with per-member SGD (step size, weight decay)."""
+
+    _member_state = ("W", "b", "step_size", "weight_decay")  # see engine/state.py
 
     def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
                  device="cpu", dtype=torch.float32):
@@ -136,6 +139,15 @@ class Population:
             W[k].zero_()
             b[k].zero_()
         self.step_size[k] = 0.0
+        self._update_factors()
+
+    def member_state(self, k: int) -> dict:
+        """Member k's whole training state (weights, hyperparameters), for its checkpoint."""
+        return {"population": member_state(self, k, self.K)}
+
+    def load_member_states(self, states: list[dict]) -> None:
+        """Restore all K members from ``member_state`` cut-outs (same settings, any packing)."""
+        load_member_states(self, [s["population"] for s in states])
         self._update_factors()
 
     def parameters_of(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -53,6 +53,8 @@ def _sync(device: torch.device) -> None:
 class ProbeRunner:
     """Evaluates the configured probes for all K members; see the module docstring."""
 
+    _member_state = ("_prev_resets",)  # carried through checkpoints (engine/state.py)
+
     def __init__(self, settings: ProbeSettings, stream, backend, recorders, steps_per_task: int,
                  heldout: tuple[torch.Tensor, torch.Tensor] | None = None, learner=None):
         self.settings = settings
@@ -309,6 +311,7 @@ class NullProbes:
     """The runner's stand-in when every probe is off."""
 
     costs: dict = {}
+    _member_state = ()
 
     def before_task(self, task, status):
         pass

@@ -45,6 +45,17 @@ class ReferencePopulation:
     def freeze(self, k: int) -> None:
         self.frozen[k] = True
 
+    def member_state(self, k: int) -> dict:
+        """Member k's network and optimiser state, for its checkpoint."""
+        m = self.members[k]
+        return {"net": m.net.state_dict(), "optimizer": m.optimizer.state_dict(), "frozen": self.frozen[k]}
+
+    def load_member_states(self, states: list[dict]) -> None:
+        for m, k, state in zip(self.members, range(self.K), states):
+            m.net.load_state_dict(state["net"])
+            m.optimizer.load_state_dict(state["optimizer"])
+            self.frozen[k] = state["frozen"]
+
     def parameters_of(self, k: int):
         return self.members[k].parameters()
 

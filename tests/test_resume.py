@@ -1,0 +1,114 @@
+"""Resume: a run interrupted at any point and re-run with the same command ends as if uninterrupted."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, compose_config
+from plasticity_lab.config import ConfigError
+from plasticity_lab.engine import Population
+from plasticity_lab.run import MemberJob, run_population
+
+pytestmark = pytest.mark.data
+TIMED = ("time_", "wall_time", "probe_time")  # wall-clock measurements differ between any two runs
+
+
+def _metrics(folder):
+    with open(folder / "metrics.csv") as f:
+        return [r for r in csv.DictReader(f) if not r["metric"].startswith(TIMED)]
+
+
+def _job(tmp_path, name, *overrides):
+    return MemberJob(compose_config("debug=smoke", "num_tasks=5", "checkpoint_seconds=0", *overrides), tmp_path / name)
+
+
+class Interrupt(BaseException):
+    """Stands in for a kill arriving in the middle of a task."""
+
+
+def _interrupt_at(monkeypatch, task_calls: int):
+    calls = {"n": 0}
+    original = Population.train
+
+    def train(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == task_calls:
+            raise Interrupt()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Population, "train", train)
+
+
+@pytest.mark.parametrize("learner", ["bp", "l2"])
+def test_interrupted_population_resumes_to_identical_metrics(tmp_path, mnist_root, monkeypatch, learner):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    variants = [(f"learner={learner}", "seed=0"), (f"learner={learner}", "seed=1", "optimizer.step_size=0.01")]
+    run_population([_job(tmp_path, f"ref{k}", *v) for k, v in enumerate(variants)])
+    with monkeypatch.context() as m:
+        _interrupt_at(m, task_calls=4)  # one train() call per task at this size: dies inside task 3
+        with pytest.raises(Interrupt):
+            run_population([_job(tmp_path, f"run{k}", *v) for k, v in enumerate(variants)])
+    info = json.loads((tmp_path / "run0" / "run.json").read_text())
+    assert info["status"] == "failed" and (tmp_path / "run0" / "checkpoint.pt").exists()
+    state = torch.load(tmp_path / "run0" / "checkpoint.pt", weights_only=False)
+    assert state["next_task"] == 3
+    infos = run_population([_job(tmp_path, f"run{k}", *v) for k, v in enumerate(variants)])
+    for k in range(2):
+        assert _metrics(tmp_path / f"run{k}") == _metrics(tmp_path / f"ref{k}")
+        assert infos[k]["status"] == "completed" and infos[k]["resumes"] == 1
+        assert not (tmp_path / f"run{k}" / "checkpoint.pt").exists()
+
+
+def test_member_resumes_in_a_different_packing(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    run_population([_job(tmp_path, "ref1", "seed=1")])
+    with monkeypatch.context() as m:
+        _interrupt_at(m, task_calls=3)
+        with pytest.raises(Interrupt):
+            run_population([_job(tmp_path, "run0", "seed=0"), _job(tmp_path, "run1", "seed=1")])
+    run_population([_job(tmp_path, "run1", "seed=1")])  # alone this time
+    assert _metrics(tmp_path / "run1") == _metrics(tmp_path / "ref1")
+
+
+def test_resume_refuses_changed_settings(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    with monkeypatch.context() as m:
+        _interrupt_at(m, task_calls=2)
+        with pytest.raises(Interrupt):
+            run_population([_job(tmp_path, "run", "seed=0")])
+    with pytest.raises(ConfigError, match="optimizer"):
+        run_population([_job(tmp_path, "run", "seed=0", "optimizer.step_size=0.01")])
+
+
+def test_kill_minus_9_then_same_command_resumes(tmp_path, mnist_root):
+    env = {**os.environ, "PLASTICITY_LAB_DATA": str(mnist_root)}
+    args = ["num_tasks=8", "dataset.images_per_task=1500", "checkpoint_seconds=0", "metrics_flush_seconds=0",
+            "progress_bar=false"]
+
+    def command(folder):
+        return [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path / folder}"]
+
+    subprocess.run(command("ref"), cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(command("run"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        metrics = tmp_path / "run" / "metrics.csv"
+        if metrics.exists() and metrics.read_text().count(",accuracy,") >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "running"
+    done = subprocess.run(command("run"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumes"] == 1
+    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
