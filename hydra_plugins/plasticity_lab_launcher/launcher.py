@@ -11,6 +11,7 @@ JobReturn; then all members train in lockstep with ``run_population``.
 """
 
 
+import copy
 import logging
 import multiprocessing
 import os
@@ -105,7 +106,11 @@ class PopulationLauncher(Launcher):
         members: list[MemberJob] = []
         returns: list[JobReturn] = []
         for job in population:
-            sweep_config = job.config or self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
+            if job.config is not None:  # a copy: run_job leaves it read-only, and a requeued job runs it again
+                sweep_config = copy.deepcopy(job.config)
+                OmegaConf.set_readonly(sweep_config, False)
+            else:
+                sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
             with open_dict(sweep_config.hydra.job):
                 sweep_config.hydra.job.id = f"{_job_id()}_{job.num}"
                 sweep_config.hydra.job.num = job.num
