@@ -23,6 +23,7 @@ from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, popula
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream
 from .engine import Population
+from .engine.learners import learner_from_settings
 from .recording import RunRecorder, git_state, package_versions
 from .reference import ReferencePopulation
 
@@ -48,11 +49,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_backend(s: RunSettings, seeds, step_sizes, weight_decays, device, dtype):
+def build_backend(settings: list[RunSettings], device, dtype):
+    """The members' networks, optimisers and reset learners on the configured backend."""
+    s = settings[0]
     spec = s.network.spec(784, 10)
     if s.backend == "reference":
-        return ReferencePopulation(spec, seeds, step_sizes, weight_decays, device, dtype)
-    return Population(spec, seeds, step_sizes, weight_decays, device, dtype)
+        return ReferencePopulation.from_settings(spec, settings, device, dtype)
+    opt = [m.optimizer for m in settings]
+    return Population(spec, [m.seed for m in settings], [o.step_size for o in opt],
+                      [m.learner.weight_decay for m in settings], device, dtype, optimizer=s.optimizer.name,
+                      momentum=[getattr(o, "momentum", 0.0) for o in opt],
+                      betas=[tuple(getattr(o, "betas", (0.9, 0.999))) for o in opt],
+                      eps=[getattr(o, "eps", 1e-8) for o in opt],
+                      learner=learner_from_settings([m.learner for m in settings]))
 
 
 def run(cfg: DictConfig) -> float:
@@ -101,8 +110,7 @@ def run_population(members: list[MemberJob], population_id: str | None = None) -
         stream = PermutedImageStream(torch.from_numpy(images), torch.from_numpy(labels),
                                      [s.seed for s in settings], s0.dataset.images_per_task,
                                      s0.dataset.subset, device, dtype)
-        backend = build_backend(s0, [s.seed for s in settings], [s.optimizer.step_size for s in settings],
-                                [s.learner.weight_decay for s in settings], device, dtype)
+        backend = build_backend(settings, device, dtype)
         log.info("training %d member(s) on %s, %s backend, %d tasks of %d examples", len(members), device,
                  s0.backend, s0.num_tasks, stream.examples_per_task)
         _train(s0, stream, backend, recorders, status)
@@ -123,6 +131,7 @@ def _train(s: RunSettings, stream: PermutedImageStream, backend, recorders: list
         for x, y in stream.chunks(task, s.batch_size):
             backend.train(x, y, s.batch_size)
         loss_sum, correct = backend.take_totals()
+        counts = backend.take_counts()  # units reset / rescaled per hidden layer during the task (SPEC 4)
         step = (task + 1) * steps_per_task
         for k, r in enumerate(recorders):
             if status[k] != "running":
@@ -130,6 +139,9 @@ def _train(s: RunSettings, stream: PermutedImageStream, backend, recorders: list
             acc, loss = float(correct[k]) / n, float(loss_sum[k]) / n
             r.add(task, step, "accuracy", acc)
             r.add(task, step, "loss", loss)
+            for metric, per_layer in counts.items():
+                for l, c in enumerate(per_layer[k]):
+                    r.add(task, step, metric, int(c), layer=l + 1)
             accuracies[k].append(acc)
             if not math.isfinite(loss):
                 status[k] = "diverged"
