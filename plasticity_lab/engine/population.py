@@ -147,10 +147,20 @@ class Population:
             prev = None
             if l > 0:  # delta of the layer below, with this layer's weights before the update
                 prev = self.acts[l - 1].backward(torch.bmm(delta, W), fwd.pre[l - 1], fwd.inputs[l])
-            gW = torch.bmm(delta.transpose(1, 2), h_in)
-            gb = delta.sum(dim=1)
+            # gradient buffers are reused (fresh multi-MB temporaries cost page faults every step)
+            gW, gb = self._grad_buffers(l)
+            if delta.shape[1] == 1:
+                torch.mul(delta.transpose(1, 2), h_in, out=gW)
+            else:
+                torch.bmm(delta.transpose(1, 2), h_in, out=gW)
+            torch.sum(delta, dim=1, out=gb)
             self.optimizer.update(l, gW, gb)
             delta = prev
+
+    def _grad_buffers(self, l: int):
+        if not hasattr(self, "_gbuf"):
+            self._gbuf = [(torch.empty_like(W), torch.empty_like(b)) for W, b in zip(self.W, self.b)]
+        return self._gbuf[l]
 
     def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, after_step=None):
         """Train on a chunk (x (K,n,in), y (K,n)) in consecutive batches of ``batch_size``."""

@@ -99,12 +99,12 @@ class ContinualBackprop(_ResetLearner):
             h, eta = features[l], self.eta[l]
             # 1-2. ages and the running mean activation, bias-corrected
             self.age[l] += 1
-            self.f[l] = eta * self.f[l] + (1 - eta) * h.mean(dim=0)
+            self.f[l] = torch.lerp(self.f[l], h.mean(dim=0), 1 - eta)  # eta f + (1 - eta) mean_batch(h)
             bias_correction = 1 - eta**self.age[l]
             f_hat[l] = self.f[l] / bias_correction
             # 3. instantaneous utility and its running average
             x = self.instantaneous_utility(l, h, f_hat[l])
-            self.u[l] = eta * self.u[l] + (1 - eta) * x
+            self.u[l] = torch.lerp(self.u[l], x, 1 - eta)  # eta u + (1 - eta) x
             u_hat = self.u[l] / bias_correction
             # 4-5. eligible units and how many to replace
             eligible = self.age[l] > self.m[l]
@@ -195,7 +195,7 @@ class AdaptedRescaling(_ResetLearner):
                 continue  # nothing to do on this layer
             eta = self.eta[l]
             self.age[l] += 1
-            self.u[l] = eta * self.u[l] + (1 - eta) * features[l].mean(dim=0)
+            self.u[l] = torch.lerp(self.u[l], features[l].mean(dim=0), 1 - eta)  # eta u + (1 - eta) mean_batch(a)
             u_hat = self.u[l] / (1 - eta**self.age[l])
             for side in ("low", "high"):  # low pass first; its units (age 0) are not eligible for the high pass
                 eligible = self.age[l] > self.m[l]

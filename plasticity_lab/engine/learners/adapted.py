@@ -80,7 +80,7 @@ class AdaptedRescaling(EngineLearner):
         self.maturity = Maturity(self.widths, self.m, self.active)
         clip = per_member_layer([math.inf if c is None else c for c in self._members(self.clip, K)], K, 1, "clip")
         self.clip_host = clip[:, 0]
-        self.clip_dev = torch.tensor(clip[:, 0], **dev)
+        self._uniform_clip = float(clip[0, 0]) if (clip == clip[0, 0]).all() else None
         self._bc = [None] * L
 
     @staticmethod
@@ -110,8 +110,8 @@ class AdaptedRescaling(EngineLearner):
         eta, ome, age, u = self.eta[l], self.one_minus_eta[l], self.age[l], self.u[l]
         inactive = self.inactive[l]
         age.add_(1.0 if inactive is None else (~inactive).to(age.dtype))
-        u.mul_(eta).add_(h.mean(dim=1) * ome)
-        self._bc[l] = 1.0 - torch.pow(eta, age)
+        u.lerp_(h.squeeze(1) if h.shape[1] == 1 else h.mean(dim=1), ome)  # eta u + (1 - eta) mean_batch(a)
+        self._bc[l] = torch.pow(eta, age).neg_().add_(1.0)  # 1 - eta^age
         if inactive is not None:
             u.masked_fill_(inactive, 0.0)
 
@@ -135,10 +135,17 @@ class AdaptedRescaling(EngineLearner):
             return
         L = pop.spec.num_hidden
         if self.clip_mode == "every_step":
-            c = self.clip_dev
-            for l in range(L):
-                pop.W[l].clamp_(min=-c.view(-1, 1, 1), max=c.view(-1, 1, 1))
-                pop.b[l].clamp_(min=-c.view(-1, 1), max=c.view(-1, 1))
+            if self._uniform_clip is not None:  # one bound for every member: one pass per tensor
+                c = self._uniform_clip
+                for l in range(L):
+                    pop.W[l].clamp_(-c, c)
+                    pop.b[l].clamp_(-c, c)
+            else:  # clamp with per-member tensor bounds is a slow kernel: clamp member by member
+                for k in np.flatnonzero(finite):
+                    c = float(self.clip_host[k])
+                    for l in range(L):
+                        pop.W[l][k].clamp_(-c, c)
+                        pop.b[l][k].clamp_(-c, c)
         else:  # on_rescale: only (member, layer) pairs that rescaled something this step
             for k, l in zip(*np.nonzero((n > 0) & finite[:, None])):
                 c = float(self.clip_host[k])

@@ -126,12 +126,11 @@ def lowest_first(keys: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
 
 def chosen_units(order: torch.Tensor, members: np.ndarray, n: np.ndarray, device):
     """Flat (member, unit) index pairs: the first n[k] units of ``order`` (one row per member in ``members``)."""
-    counts = torch.as_tensor(n[members])
-    rows = torch.repeat_interleave(torch.arange(len(members)), counts)
-    pos = torch.cat([torch.arange(int(c)) for c in counts])
-    kk = torch.as_tensor(members, dtype=torch.long)[rows].to(device)
-    uu = order[rows.to(device), pos.to(device)]
-    return kk, uu
+    counts = n[members]
+    rows = np.repeat(np.arange(len(members)), counts)  # row of ``order`` for each chosen unit
+    pos = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # 0..n[k]-1 within a row
+    index = torch.from_numpy(np.stack([members[rows], rows, pos])).to(device)  # one host-to-device copy
+    return index[0], order[index[1], index[2]]
 
 
 class EngineLearner:

@@ -89,6 +89,7 @@ class ContinualBackprop(EngineLearner):
         self.util_gen = member_generators(pop, UTIL) if self.util_type == "random" else None
         self.coins = member_coins(pop, COIN) if not self.accumulate else None
         self._bc = [None] * L
+        self._abs_buf = [None] * (L + 1)
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
@@ -110,43 +111,57 @@ class ContinualBackprop(EngineLearner):
         self.counts["units_reset"] += n
 
     def _statistics(self, pop, l: int, h: torch.Tensor) -> None:
-        """Steps 1-3 for hidden layer l: ages, running mean activation f, running utility u."""
+        """Steps 1-3 for hidden layer l: ages, running mean activation f, running utility u.
+
+        Written for few tensor operations per step (each costs microseconds at batch 1):
+        running averages as ``lerp_`` (eta a + (1 - eta) b = a + (1 - eta)(b - a)), batch
+        means skipped for batches of one, the 1/n of the weight means folded into one factor.
+        """
         eta, ome, age, f, u = self.eta[l], self.one_minus_eta[l], self.age[l], self.f[l], self.u[l]
         inactive = self.inactive[l]
         if inactive is None:
             age.add_(1.0)
         else:
             age.add_((~inactive).to(age.dtype))
-        f.mul_(eta).add_(h.mean(dim=1) * ome)
-        bc = 1.0 - torch.pow(eta, age)  # bias correction 1 - eta^age
-        self._bc[l] = bc
+        single = h.shape[1] == 1
+        f.lerp_(h.squeeze(1) if single else h.mean(dim=1), ome)
+        bc = self._bc[l] = torch.pow(eta, age).neg_().add_(1.0)  # bias correction 1 - eta^age
         kind = self.util_type
         if kind != "random":
+            W_next, W_in = pop.W[l + 1], pop.W[l]
             if kind in ("contribution", "adaptable_contribution", "zero_contribution", "weight"):
-                W_next = pop.W[l + 1]
-                out_mag = torch.linalg.vector_norm(W_next, ord=1, dim=1) / W_next.shape[1]  # mean_k |W_next[k, i]|
+                out_sum = self._abs_sum(W_next, dim=1, slot=l + 1)  # n_next * mean_k |W_next[k, i]|
             if kind in ("adaptable_contribution", "adaptation", "feature_by_input"):
-                W_in = pop.W[l]
-                in_mag = torch.linalg.vector_norm(W_in, ord=1, dim=2) / W_in.shape[2]  # mean_j |W_in[i, j]|
+                in_sum = self._abs_sum(W_in, dim=2, slot=l)  # n_in * mean_j |W_in[i, j]|
             if kind in ("adaptable_contribution", "zero_contribution", "feature_by_input"):
-                f_hat = f / bc
-                deviation = (h - f_hat.unsqueeze(1)).abs().mean(dim=1)  # mean_batch |h_i - f_hat_i|
+                deviation = (h - (f / bc).unsqueeze(1)).abs_()  # |h_i - f_hat_i|
+                deviation = deviation.squeeze(1) if single else deviation.mean(dim=1)
+            n_next, n_in = W_next.shape[1], W_in.shape[2]
             if kind == "contribution":
-                x = out_mag * h.abs().mean(dim=1)
+                act = h.squeeze(1).abs() if single else h.abs().mean(dim=1)
+                x, scale = out_sum.mul_(act), 1.0 / n_next
             elif kind == "adaptable_contribution":
-                x = out_mag * deviation / in_mag
+                x, scale = out_sum.mul_(deviation).div_(in_sum), n_in / n_next
             elif kind == "zero_contribution":
-                x = out_mag * deviation
+                x, scale = out_sum.mul_(deviation), 1.0 / n_next
             elif kind == "weight":
-                x = out_mag
+                x, scale = out_sum, 1.0 / n_next
             elif kind == "adaptation":
-                x = 1.0 / in_mag
+                x, scale = in_sum.reciprocal_(), float(n_in)
             else:  # feature_by_input
-                x = deviation / in_mag
-            u.mul_(eta).add_(x * ome)
+                x, scale = deviation.div_(in_sum), float(n_in)
+            u.lerp_(x.mul_(scale), ome)
         if inactive is not None:  # members whose rate is 0 here keep zero statistics (skipped, step 1)
             f.masked_fill_(inactive, 0.0)
             u.masked_fill_(inactive, 0.0)
+
+    def _abs_sum(self, W: torch.Tensor, dim: int, slot: int) -> torch.Tensor:
+        """sum |W| along ``dim``, through a reused buffer (abs into it, then sum: two passes over
+        W; torch.linalg.vector_norm(ord=1) and a fresh abs() temporary are several times slower)."""
+        buf = self._abs_buf[slot]
+        if buf is None or buf.shape != W.shape:
+            buf = self._abs_buf[slot] = torch.empty_like(W)
+        return torch.abs(W, out=buf).sum(dim=dim)
 
     def _replace(self, pop, l: int, n: np.ndarray) -> None:
         """Steps 4-8 for hidden layer l: replace n[k] units of each member k (n[k] may be 0)."""
