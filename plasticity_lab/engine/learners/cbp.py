@@ -168,8 +168,8 @@ class ContinualBackprop(EngineLearner):
         members = np.flatnonzero(n)
         sel = torch.as_tensor(members, device=pop.device)
         if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (SPEC 3.4 step 3)
-            keys = torch.stack([torch.rand(self.widths[l], generator=self.util_gen[k], device=pop.device,
-                                           dtype=pop.dtype) for k in members])
+            keys = torch.stack([torch.rand(self.widths[l], generator=self.util_gen[k], device=pop.device)
+                                for k in members]).to(pop.dtype)  # float32 draws whatever the dtype
         else:
             keys = self.u[l][sel] / self._bc[l][sel]
         eligible = self.age[l][sel] > self.m_dev[l][sel]

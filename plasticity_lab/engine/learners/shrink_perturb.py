@@ -39,8 +39,9 @@ class ShrinkPerturb(EngineLearner):
             self.sigma_host = per_member_layer(self.sigma, K, 1, "sigma")[:, 0]
             self.sigma_dev = torch.tensor(self.sigma_host, device=pop.device, dtype=pop.dtype)
             self.noise_gen = member_generators(pop, NOISE)
-            self.noise_W = [torch.zeros_like(W) for W in pop.W]
-            self.noise_b = [torch.zeros_like(b) for b in pop.b]
+            # float32 draws whatever the dtype, so a float64 run sees the same noise
+            self.noise_W = [torch.zeros_like(W, dtype=torch.float32) for W in pop.W]
+            self.noise_b = [torch.zeros_like(b, dtype=torch.float32) for b in pop.b]
         else:
             s = per_member_layer(self.shrink, K, 1, "shrink")[:, 0]
             self.pull = torch.tensor(1.0 - s, device=pop.device, dtype=pop.dtype)  # 1 - s
@@ -66,8 +67,8 @@ class ShrinkPerturb(EngineLearner):
                 self.noise_W[l][k].normal_(generator=g)
                 self.noise_b[l][k].normal_(generator=g)
         for l in range(len(pop.W)):  # members with sigma 0 have zero noise buffers (never drawn)
-            pop.W[l].addcmul_(self.noise_W[l], self.sigma_dev.view(-1, 1, 1))
-            pop.b[l].addcmul_(self.noise_b[l], self.sigma_dev.view(-1, 1))
+            pop.W[l].addcmul_(self.noise_W[l].to(pop.dtype), self.sigma_dev.view(-1, 1, 1))
+            pop.b[l].addcmul_(self.noise_b[l].to(pop.dtype), self.sigma_dev.view(-1, 1))
 
     def freeze(self, pop, k: int) -> None:
         if self.mode == "noise":
