@@ -82,6 +82,20 @@ def test_cbp_engine_matches_reference(activation, kwargs):
     assert min(counts["units_reset"]) > 0  # replacements happened in every layer
 
 
+def test_cbp_many_replacements_per_step_match_reference():
+    """Width 64 at rho 0.1: about 6 units per layer per step (like width 2000 at 1e-2: 20 a step)."""
+    kwargs = dict(replacement_rate=0.1, maturity_threshold=5, util_type="adaptable_contribution")
+    pop, _, counts = _engine_vs_reference(_spec("tanh", width=64), E.ContinualBackprop(**kwargs),
+                                          R.ContinualBackprop(**kwargs), steps=60)
+    assert min(counts["units_reset"]) > 3 * 60  # ~4 a step (units stay immature for 5 steps)
+
+
+def test_adapted_with_batches_matches_reference():
+    kwargs = dict(c_low=-0.5, c_high=0.5, rho_low=2e-2, rho_high=1e-2, maturity_threshold=10, clip=2.0)
+    _engine_vs_reference(_spec("relu"), E.AdaptedRescaling(**kwargs), R.AdaptedRescaling(**kwargs), steps=100,
+                         batch_size=8)
+
+
 def test_cbp_with_adam_and_batches_matches_reference():
     _, _, counts = _engine_vs_reference(_spec("tanh"), E.ContinualBackprop(**FAST), R.ContinualBackprop(**FAST),
                                         steps=200, optimizer="adam", step_size=1e-3, batch_size=4, tol=2e-5)
