@@ -463,3 +463,26 @@ def test_population_members_equal_runs_alone_momentum():
     # a member with momentum 0 takes the materialised path in a population with momentum members
     # and the fused path alone: equal up to rounding
     _population_equals_alone(lambda sel: None, step_size=0.01, momentum=[0.9, 0.0, 0.5, 0.99], tol=1e-5)
+
+
+@pytest.mark.parametrize("make,opt", [
+    (lambda: E.ContinualBackprop(**FAST), {}),
+    (lambda: E.AdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20), {}),
+    (lambda: E.ShrinkPerturb(sigma=1e-3), dict(optimizer="adam")),
+    (lambda: E.ReDo(reset_period=20), dict(optimizer="sgd", momentum=0.9)),
+])
+def test_diverged_member_is_frozen_with_learners_and_others_are_unaffected(make, opt):
+    spec = _spec("relu")
+    x, y = _data(2, 200)
+    pop = Population(spec, [0, 1], [1e30, 0.01], learner=make(), **opt)
+    pop.train(x[:, :100], y[:, :100])
+    loss, _ = pop.take_totals()
+    assert not torch.isfinite(loss[0]) and torch.isfinite(loss[1])
+    pop.freeze(0)
+    pop.train(x[:, 100:], y[:, 100:])
+    loss, _ = pop.take_totals()
+    assert torch.isfinite(loss).all()
+    assert all(torch.isfinite(W[0]).all() for W in pop.W)
+    alone = Population(spec, [1], 0.01, learner=make(), **opt)
+    alone.train(x[1:], y[1:])
+    assert _max_diff(pop.parameters_of(1), alone.parameters_of(0)) < 1e-6
