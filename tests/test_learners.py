@@ -102,17 +102,21 @@ def test_cbp_with_adam_and_batches_matches_reference():
     assert min(counts["units_reset"]) > 0
 
 
-@pytest.mark.parametrize("activation,kwargs", [
+ADAPTED_CASES = [
     ("relu", dict(c_low=-0.5, c_high=0.5, rho_low=1e-2, rho_high=5e-3, maturity_threshold=20, clip=None)),
     ("tanh", dict(c_low=[0.5, -1.0, 2.0], c_high=[0.2, 0.5, -0.5], rho_low=[1e-2, 2e-2, 5e-3],
                   rho_high=[5e-3, 1e-2, 2e-2], maturity_threshold=[20, 10, 15], clip=1.0)),
     ("tanh", dict(c_low=2.0, c_high=1.5, rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.3,
                   clip_mode="on_rescale")),
-])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float64, 1e-10)])
+]
+
+
+# float32 only where no factor exceeds 1: factors > 1 amplify float32 rounding chaotically
+# (engine and reference then part ways like two float32 runs of either one); float64 for all
+@pytest.mark.parametrize("activation,kwargs,dtype,tol",
+                         [(a, k, torch.float32, 2e-5) for a, k in ADAPTED_CASES[:1]]
+                         + [(a, k, torch.float64, 1e-10) for a, k in ADAPTED_CASES])
 def test_adapted_engine_matches_reference(activation, kwargs, dtype, tol):
-    if dtype == torch.float32 and max(map(abs, np.ravel(kwargs["c_low"]))) > 1:
-        pytest.skip("factors > 1 amplify float32 rounding chaotically (see the float64 case)")
     per_member = {k: [v] if isinstance(v, list) else v for k, v in kwargs.items()}
     _, _, counts = _engine_vs_reference(_spec(activation), E.AdaptedRescaling(**per_member),
                                         R.AdaptedRescaling(**kwargs), dtype=dtype, tol=tol)
