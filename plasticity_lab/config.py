@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -53,6 +54,57 @@ def _finite(check=None):
             return "must be finite"
         return check(v) if check else None
     return wrapped
+
+
+def _at_most(limit, inclusive=True):
+    def check(v):
+        ok = v <= limit if inclusive else v < limit
+        return None if ok else f"must be {'<=' if inclusive else '<'} {limit}"
+    return check
+
+
+def _all(*checks):
+    def check(v):
+        for c in checks:
+            problem = c(v)
+            if problem:
+                return problem
+        return None
+    return check
+
+
+_UNIT_INTERVAL = _all(_non_negative, _at_most(1))  # rates: fractions of eligible units per step
+_DECAY = _all(_non_negative, _at_most(1, inclusive=False))
+
+
+def _per_layer(check=None, integer=False, allow_null=False):
+    """A number, or a list with one number per hidden layer (length checked in ``resolve``)."""
+    def wrapped(v):
+        if isinstance(v, (list, tuple)) and not v:
+            return "per-layer list is empty"
+        for item in (v if isinstance(v, (list, tuple)) else [v]):
+            if item is None and allow_null:
+                continue
+            number = (int,) if integer else (int, float)
+            if isinstance(item, bool) or not isinstance(item, number):
+                what = "an integer" if integer else "a number"
+                return f"expected {what} or a list with one per hidden layer, got {item!r}"
+            if isinstance(item, float) and not math.isfinite(item):
+                return "must be finite"
+            problem = check(item) if check else None
+            if problem:
+                return problem if not isinstance(v, (list, tuple)) else f"entry {item!r} {problem}"
+        return None
+    return wrapped
+
+
+def _layer_values(value, depth: int, key: str) -> tuple:
+    """``value`` resolved to one entry per hidden layer; ConfigError when a list has the wrong length."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != depth:
+            raise ConfigError(f"{key}: per-layer list has {len(value)} entries but network.depth={depth}")
+        return tuple(value)
+    return (value,) * depth
 
 
 def _check(fn):
@@ -98,15 +150,41 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
-class OptimizerSettings:
-    """Plain SGD (SPEC 3.8), no momentum; ``step_size`` is the papers' alpha."""
+class SGDSettings:
+    """SGD (SPEC 1, 3.8): ``step_size`` is the papers' alpha; ``momentum`` as torch.optim.SGD
+    (dampening 0, no Nesterov); 0 = plain SGD (the engine's fused fast path)."""
 
     name: str = _check(_one_of("sgd"))
     step_size: float = _check(_finite(_positive))
+    momentum: float = _checked(0.0, _finite(_DECAY))
 
 
 @dataclass(frozen=True)
-class BPSettings:
+class AdamSettings:
+    """Adam (SPEC 3.8) with torch.optim.Adam's semantics (bias correction, coupled weight decay);
+    per-element step counts once a reset learner restarts units (SPEC 3.4 step 8)."""
+
+    name: str = _check(_one_of("adam"))
+    step_size: float = _check(_finite(_positive))
+    betas: Any = _checked((0.9, 0.999), lambda v: None if (
+        isinstance(v, (list, tuple)) and len(v) == 2
+        and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v))
+        else "must be a pair [beta1, beta2] with 0 <= beta < 1")
+    eps: float = _checked(1e-8, _finite(_positive))
+
+
+OptimizerSettings = SGDSettings  # the default optimiser's schema (older name)
+OPTIMIZERS: dict[str, type] = {"sgd": SGDSettings, "adam": AdamSettings}
+
+
+class _Resolvable:
+    def resolve(self, network: "NetworkSettings"):
+        """Per-layer values for ``network`` (lists checked against its depth, presets applied)."""
+        return self
+
+
+@dataclass(frozen=True)
+class BPSettings(_Resolvable):
     """Backprop (SPEC 3.1): plain SGD."""
 
     name: str = "bp"
@@ -117,14 +195,162 @@ class BPSettings:
 
 
 @dataclass(frozen=True)
-class L2Settings:
+class L2Settings(_Resolvable):
     """L2 regularisation (SPEC 3.2): SGD with coupled weight decay on all weights and biases."""
 
     name: str = "l2"
     weight_decay: float = _checked(1e-3, _finite(_non_negative))
 
 
-LEARNERS: dict[str, type] = {"bp": BPSettings, "l2": L2Settings}
+@dataclass(frozen=True)
+class ShrinkPerturbSettings(_Resolvable):
+    """Shrink and Perturb (SPEC 3.3): weight decay plus N(0, sigma^2) noise on every weight and
+    bias after every step (mode noise, [D]), or theta <- s theta + (1 - s) theta_init (mode toward_init)."""
+
+    name: str = "shrink_perturb"
+    mode: str = _checked("noise", _one_of("noise", "toward_init"))
+    weight_decay: float = _checked(1e-4, _finite(_non_negative))
+    sigma: float = _checked(1e-5, _finite(_non_negative))
+    shrink: float = _checked(0.99999, _finite(_UNIT_INTERVAL))
+
+
+CBP_UTIL_TYPES = ("contribution", "adaptable_contribution", "zero_contribution", "weight", "adaptation",
+                  "feature_by_input", "random")
+
+
+def _layers_rule(v):
+    """``layers``: all | none | last | an int | a list of 1-based indices, 'last' or ranges 'a..b'."""
+    if v in ("all", "none", "last") or (isinstance(v, int) and not isinstance(v, bool)):
+        return None
+    if isinstance(v, (list, tuple)):
+        for item in v:
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                return f"invalid entry {item!r}"
+            if isinstance(item, str) and item != "last" and not _RANGE.fullmatch(item):
+                return f"invalid entry {item!r} (use a 1-based index, 'last' or a range like '2..last')"
+        return None
+    return "must be all, none, last, or a list of 1-based hidden-layer indices / 'last' / ranges like '2..last'"
+
+
+_RANGE = re.compile(r"(\d+|last)\.\.(\d+|last)")
+
+
+def layers_mask(rule, depth: int, key: str = "learner.layers") -> tuple[bool, ...]:
+    """Which hidden layers (0-based mask of length ``depth``) a per-layer preset rule selects."""
+    if rule == "all":
+        return (True,) * depth
+    if rule == "none":
+        return (False,) * depth
+    items = [rule] if not isinstance(rule, (list, tuple)) else list(rule)
+    chosen = set()
+
+    def index(x):
+        i = depth if x == "last" else int(x)
+        if not 1 <= i <= depth:
+            raise ConfigError(f"{key}={rule!r}: hidden layer {i} does not exist (network.depth={depth}; layers are 1..{depth})")
+        return i
+
+    for item in items:
+        match = _RANGE.fullmatch(item) if isinstance(item, str) else None
+        if match:
+            lo, hi = index(match.group(1)), index(match.group(2))
+            chosen.update(range(lo, hi + 1))
+        else:
+            chosen.add(index(item))
+    return tuple(l + 1 in chosen for l in range(depth))
+
+
+@dataclass(frozen=True)
+class CBPSettings(_Resolvable):
+    """Continual Backpropagation (SPEC 3.4) [D]; per-layer rates and presets [J]."""
+
+    name: str = "cbp"
+    replacement_rate: Any = _checked(1e-4, _per_layer(_UNIT_INTERVAL))
+    decay_rate: Any = _checked(0.99, _per_layer(_DECAY))
+    maturity_threshold: Any = _checked(100, _per_layer(_non_negative, integer=True))
+    util_type: str = _checked("adaptable_contribution", _one_of(*CBP_UTIL_TYPES))
+    accumulate: bool = True
+    bias_correction: bool = False
+    layers: Any = _checked("all", _layers_rule)  # which hidden layers CBP acts on (cbp_layers presets)
+    weight_decay: float = _checked(0.0, _finite(_non_negative))
+
+    def resolve(self, network):
+        depth = network.depth
+        mask = layers_mask(self.layers, depth)
+        rates = _layer_values(self.replacement_rate, depth, "learner.replacement_rate")
+        return dataclasses.replace(
+            self, replacement_rate=tuple(r if on else 0.0 for r, on in zip(rates, mask)),
+            decay_rate=_layer_values(self.decay_rate, depth, "learner.decay_rate"),
+            maturity_threshold=_layer_values(self.maturity_threshold, depth, "learner.maturity_threshold"),
+            layers=_tuple(self.layers))
+
+
+# [P]'s strategies (SPEC 3.5): per hidden layer c_low, c_high, rho_low, rho_high
+ADAPTED_STRATEGIES = {
+    "relu": dict(c_low=-0.5, c_high=0.5, rho_low=1e-4, rho_high=1e-5),
+    "tanh": dict(c_low=0.5, c_high=0.2, rho_low=1e-5, rho_high=1e-6),
+    "none": dict(c_low=1.0, c_high=1.0, rho_low=0.0, rho_high=0.0),
+}
+OPPOSITE_FAMILY = {"relu": "tanh", "tanh": "relu"}
+
+
+def strategy_per_layer(strategy: str, activations) -> list[str]:
+    """The fixed strategy of each hidden layer: matched = the layer's activation family
+    (activations.py: relu-family -> relu, tanh/sigmoid-family -> tanh), opposite = the other one."""
+    families = [ACTIVATIONS[a].family for a in activations]
+    if strategy == "matched":
+        return families
+    if strategy == "opposite":
+        return [OPPOSITE_FAMILY[f] for f in families]
+    return [strategy] * len(families)
+
+
+@dataclass(frozen=True)
+class AdaptedSettings(_Resolvable):
+    """Activation-adapted low/high utility rescaling (SPEC 3.5) [P]. c_low, c_high, rho_low,
+    rho_high: null = from ``reset_strategy``; a number or a per-layer list (null entries =
+    from the strategy) overrides it."""
+
+    name: str = "adapted"
+    reset_strategy: str = _checked("matched", _one_of("relu", "tanh", "matched", "opposite", "none"))
+    c_low: Any = _checked(None, _per_layer(allow_null=True))
+    c_high: Any = _checked(None, _per_layer(allow_null=True))
+    rho_low: Any = _checked(None, _per_layer(_UNIT_INTERVAL, allow_null=True))
+    rho_high: Any = _checked(None, _per_layer(_UNIT_INTERVAL, allow_null=True))
+    decay_rate: Any = _checked(0.99, _per_layer(_DECAY))
+    maturity_threshold: Any = _checked(100, _per_layer(_non_negative, integer=True))
+    clip: Union[float, None] = _checked(10.0, _finite(_positive))
+    clip_mode: str = _checked("every_step", _one_of("every_step", "on_rescale"))
+    weight_decay: float = _checked(0.0, _finite(_non_negative))
+
+    def resolve(self, network):
+        depth = network.depth
+        strategies = strategy_per_layer(self.reset_strategy, network.per_layer("activation"))
+        values = {}
+        for key in ("c_low", "c_high", "rho_low", "rho_high"):
+            given = _layer_values(getattr(self, key), depth, f"learner.{key}")
+            values[key] = tuple(float(ADAPTED_STRATEGIES[st][key] if g is None else g)
+                                for g, st in zip(given, strategies))
+        return dataclasses.replace(
+            self, **values, decay_rate=_layer_values(self.decay_rate, depth, "learner.decay_rate"),
+            maturity_threshold=_layer_values(self.maturity_threshold, depth, "learner.maturity_threshold"))
+
+
+@dataclass(frozen=True)
+class ReDoSettings(_Resolvable):
+    """ReDo (SPEC 3.6, Sokar et al. 2023): every reset_period steps recycle units with score <= tau."""
+
+    name: str = "redo"
+    reset_period: int = _checked(100, _positive)
+    tau: Any = _checked(0.1, _per_layer(_non_negative))
+    weight_decay: float = _checked(0.0, _finite(_non_negative))
+
+    def resolve(self, network):
+        return dataclasses.replace(self, tau=_layer_values(self.tau, network.depth, "learner.tau"))
+
+
+LEARNERS: dict[str, type] = {"bp": BPSettings, "l2": L2Settings, "shrink_perturb": ShrinkPerturbSettings,
+                             "cbp": CBPSettings, "adapted": AdaptedSettings, "redo": ReDoSettings}
 
 
 @dataclass(frozen=True)
@@ -142,14 +368,21 @@ class RunSettings:
     dataset: DatasetSettings = None
     network: NetworkSettings = None
     learner: Any = None
-    optimizer: OptimizerSettings = None
+    optimizer: Any = None  # SGDSettings | AdamSettings
     probes: Any = None  # probes.settings.ProbeSettings (SPEC 4); no `probes` section -> all probes off
 
 
 SECTIONS = {"dataset": DatasetSettings, "network": NetworkSettings, "optimizer": OptimizerSettings}
 
-# Keys whose values may differ between members of one population.
-VECTORISABLE = ("seed", "optimizer.step_size", "learner.weight_decay")
+# Keys whose values may differ between members of one population: every numeric
+# hyperparameter (scalars or per-layer lists), and the presets that only set them
+# (learner.layers, learner.reset_strategy, which resolve to per-layer rates/factors).
+VECTORISABLE = (
+    "seed", "optimizer.step_size", "optimizer.momentum", "optimizer.betas", "optimizer.eps",
+    "learner.weight_decay", "learner.replacement_rate", "learner.decay_rate", "learner.maturity_threshold",
+    "learner.layers", "learner.reset_strategy", "learner.c_low", "learner.c_high", "learner.rho_low",
+    "learner.rho_high", "learner.clip", "learner.sigma", "learner.shrink", "learner.tau", "learner.reset_period",
+)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -230,11 +463,13 @@ def parse_config(cfg) -> RunSettings:
         if not isinstance(node.get(section), dict):
             raise ConfigError(f"{section}: missing config section (choose an option of the '{section}' group)")
     top = _read(RunSettings, node, "")
-    learner_node = node["learner"]
-    name = learner_node.get("name")
-    if name not in LEARNERS:
-        raise ConfigError(f"learner.name={name!r}: unknown learner; known: {sorted(LEARNERS)}")
-    learner = LEARNERS[name](**_read(LEARNERS[name], learner_node, "learner"))
+    network = _network(node["network"])
+    for key, group, owner in (("layers", "cbp_layers", "cbp"), ("reset_strategy", "reset_strategy", "adapted")):
+        if key in node["learner"] and node["learner"].get("name") != owner:
+            raise ConfigError(f"learner.{key}: the {group} presets apply to learner={owner} only, "
+                              f"not learner={node['learner'].get('name')}")
+    learner = _registered(LEARNERS, node["learner"], "learner").resolve(network)
+    optimizer = _registered(OPTIMIZERS, node["optimizer"], "optimizer")
     dataset = DatasetSettings(**_read(DatasetSettings, node["dataset"], "dataset"))
     if dataset.subset != "all" and dataset.images_per_task > SPLIT_SIZES[dataset.split]:
         raise ConfigError(f"dataset.images_per_task={dataset.images_per_task}: the {dataset.split} split "
@@ -242,9 +477,9 @@ def parse_config(cfg) -> RunSettings:
     settings = RunSettings(
         **top,
         dataset=dataset,
-        network=_network(node["network"]),
+        network=network,
         learner=learner,
-        optimizer=OptimizerSettings(**_read(OptimizerSettings, node["optimizer"], "optimizer")),
+        optimizer=optimizer,
         probes=_probes(node.get("probes"), dataset),
     )
     return settings
@@ -254,6 +489,14 @@ def _probes(node, dataset):
     from .probes.settings import parse_probes  # imported here: probes.settings builds on this module
 
     return parse_probes(node, dataset)
+
+
+def _registered(registry: dict, node: dict, section: str):
+    """The schema of ``registry`` named by ``node['name']``, read from ``node``."""
+    name = node.get("name")
+    if name not in registry:
+        raise ConfigError(f"{section}.name={name!r}: unknown {section}; known: {sorted(registry)}")
+    return registry[name](**{k: _tuple(v) for k, v in _read(registry[name], node, section).items()})
 
 
 def population_key(settings: RunSettings) -> str:

@@ -29,6 +29,7 @@ from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, popula
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream
 from .engine import Population
+from .engine.learners import learner_from_settings
 from .engine.state import load_member_states, member_state
 from .probes import NullProbes, build_probes
 from .recording import RunRecorder, atomic_write_text, git_state, package_versions
@@ -56,11 +57,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_backend(s: RunSettings, seeds, step_sizes, weight_decays, device, dtype):
+def build_backend(settings: list[RunSettings], device, dtype):
+    """The members' networks, optimisers and reset learners on the configured backend."""
+    s = settings[0]
     spec = s.network.spec(784, 10)
     if s.backend == "reference":
-        return ReferencePopulation(spec, seeds, step_sizes, weight_decays, device, dtype)
-    return Population(spec, seeds, step_sizes, weight_decays, device, dtype)
+        return ReferencePopulation.from_settings(spec, settings, device, dtype)
+    opt = [m.optimizer for m in settings]
+    return Population(spec, [m.seed for m in settings], [o.step_size for o in opt],
+                      [m.learner.weight_decay for m in settings], device, dtype, optimizer=s.optimizer.name,
+                      momentum=[getattr(o, "momentum", 0.0) for o in opt],
+                      betas=[tuple(getattr(o, "betas", (0.9, 0.999))) for o in opt],
+                      eps=[getattr(o, "eps", 1e-8) for o in opt],
+                      learner=learner_from_settings([m.learner for m in settings]))
 
 
 def run(cfg: DictConfig) -> float:
@@ -163,8 +172,7 @@ def _run_live(members, settings, priors, start_task: int, population_id: str) ->
         images, labels = torch.from_numpy(images), torch.from_numpy(labels)
         stream = PermutedImageStream(images, labels, [s.seed for s in settings], s0.dataset.images_per_task,
                                      s0.dataset.subset, device, dtype)
-        backend = build_backend(s0, [s.seed for s in settings], [s.optimizer.step_size for s in settings],
-                                [s.learner.weight_decay for s in settings], device, dtype)
+        backend = build_backend(settings, device, dtype)
         log.info("training %d member(s) on %s, %s backend, %d tasks of %d examples", len(members), device,
                  s0.backend, s0.num_tasks, stream.examples_per_task)
         probes = build_probes(s0, stream, backend, recorders, images, labels,
@@ -224,7 +232,7 @@ class _Training:
                 self.checkpoint(task)
             for x, y in stream.chunks(task, s.batch_size):
                 backend.train(x, y, s.batch_size)
-            self._record(task, (task + 1) * steps_per_task, *backend.take_totals())
+            self._record(task, (task + 1) * steps_per_task, *backend.take_totals(), backend.take_counts())
             live = [self.accuracies[k][-1] for k in range(len(self.recorders)) if self.status[k] == "running"]
             if not live:
                 break
@@ -236,7 +244,7 @@ class _Training:
                 r.finish("completed", mean_accuracy=_mean(self.accuracies[k]))
                 checkpoint.remove(self.out_dirs[k])
 
-    def _record(self, task: int, step: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+    def _record(self, task: int, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, counts: dict) -> None:
         """Per member: the task's online accuracy and mean loss; a non-finite loss means diverged."""
         n = self.stream.examples_per_task
         for k, r in enumerate(self.recorders):
@@ -245,6 +253,9 @@ class _Training:
             acc, loss = float(correct[k]) / n, float(loss_sum[k]) / n
             r.add(task, step, "accuracy", acc)
             r.add(task, step, "loss", loss)
+            for metric, per_layer in counts.items():  # units reset / rescaled per hidden layer (SPEC 4)
+                for l, c in enumerate(per_layer[k]):
+                    r.add(task, step, metric, int(c), layer=l + 1)
             self.accuracies[k].append(acc)
             if not math.isfinite(loss):
                 self.status[k] = "diverged"

@@ -15,6 +15,11 @@ import torch
 
 INIT, DATA, ALGO = 0, 1, 2  # stream identifiers: never reorder, results depend on them
 
+# Sub-streams of ALGO (``generator(seed, ALGO, REINIT)``), one per kind of algorithm
+# randomness, so that e.g. drawing S&P noise never shifts the units CBP re-initialises,
+# and the reference learner and the engine consume each stream in the same order.
+REINIT, COIN, UTIL, NOISE = 0, 1, 2, 3  # re-initialised units, accumulate=false coins, random utility, S&P noise
+
 
 def derive_seed(seed: int, stream: int, *path: int) -> int:
     """A 63-bit integer seed for ``stream`` (and optional sub-path, e.g. a task index)."""
@@ -29,3 +34,21 @@ def generator(seed: int, stream: int, *path: int, device: str | torch.device = "
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, stream, *path))
     return g
+
+
+class UniformStream:
+    """U(0, 1) numbers (Python floats) from a CPU generator, drawn in blocks to keep per-step cost low.
+
+    Used for host-side decisions such as CBP's ``accumulate: false`` coin flips. The reference
+    learner and the engine both read a member's coins through this class, so they see the
+    same sequence.
+    """
+
+    def __init__(self, gen: torch.Generator, block: int = 1024):
+        self.gen, self.block = gen, block
+        self._buf: list[float] = []
+
+    def next(self) -> float:
+        if not self._buf:
+            self._buf = torch.rand(self.block, generator=self.gen, dtype=torch.float64).tolist()[::-1]
+        return self._buf.pop()

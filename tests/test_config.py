@@ -8,7 +8,8 @@ from hydra.errors import ConfigCompositionException
 from conftest import ROOT, compose_config
 from plasticity_lab.config import ConfigError, parse_config, population_key
 
-GROUPS = ["dataset", "activation", "network_depth", "learner", "optimizer", "debug"]
+GROUPS = ["dataset", "activation", "network_depth", "learner", "optimizer", "debug", "cbp_layers", "reset_strategy"]
+CONTEXT = {"cbp_layers": ["learner=cbp", "network_depth=depth_5"], "reset_strategy": ["learner=adapted"]}
 
 
 def _options(group):
@@ -17,9 +18,62 @@ def _options(group):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes_and_validates(group, option):
-    settings = parse_config(compose_config(f"{group}={option}"))
+    settings = parse_config(compose_config(*CONTEXT.get(group, []), f"{group}={option}"))
     net = settings.network
     assert len(net.per_layer("activation")) == net.depth == len(net.per_layer("width"))
+    for key in ("replacement_rate", "c_low", "c_high", "rho_low", "rho_high", "tau"):
+        if hasattr(settings.learner, key):  # per-layer values are resolved for the network's depth
+            assert len(getattr(settings.learner, key)) == net.depth
+
+
+def test_learner_defaults_are_the_spec_defaults():
+    cbp = parse_config(compose_config("learner=cbp")).learner
+    assert cbp.replacement_rate == (1e-4,) * 3 and cbp.decay_rate == (0.99,) * 3
+    assert cbp.maturity_threshold == (100,) * 3 and cbp.util_type == "adaptable_contribution"
+    assert cbp.accumulate is True and cbp.bias_correction is False and cbp.weight_decay == 0.0
+    relu = parse_config(compose_config("learner=adapted", "reset_strategy=relu")).learner
+    assert (relu.c_low, relu.c_high, relu.rho_low, relu.rho_high) == ((-0.5,) * 3, (0.5,) * 3, (1e-4,) * 3, (1e-5,) * 3)
+    tanh = parse_config(compose_config("learner=adapted", "reset_strategy=tanh")).learner
+    assert (tanh.c_low, tanh.c_high, tanh.rho_low, tanh.rho_high) == ((0.5,) * 3, (0.2,) * 3, (1e-5,) * 3, (1e-6,) * 3)
+    assert tanh.clip == 10.0 and tanh.decay_rate == (0.99,) * 3 and tanh.maturity_threshold == (100,) * 3
+    # python train.py learner=adapted activation=tanh: the matched strategy gives tanh layers the tanh strategy
+    assert parse_config(compose_config("learner=adapted", "activation=tanh")).learner.c_low == (0.5,) * 3
+    sp = parse_config(compose_config("learner=shrink_perturb")).learner
+    assert (sp.mode, sp.weight_decay, sp.sigma) == ("noise", 1e-4, 1e-5)
+    redo = parse_config(compose_config("learner=redo")).learner
+    assert (redo.reset_period, redo.tau) == (100, (0.1,) * 3)
+    adam = parse_config(compose_config("optimizer=adam")).optimizer
+    assert (adam.step_size, adam.betas, adam.eps) == (1e-4, (0.9, 0.999), 1e-8)
+    assert parse_config(compose_config()).optimizer.momentum == 0.0
+
+
+@pytest.mark.parametrize("preset,depth,rates", [
+    ("all", 3, (1, 1, 1)), ("layer_1", 5, (1, 0, 0, 0, 0)), ("layer_2", 2, (0, 1)), ("layer_3", 8, (0, 0, 1, 0, 0, 0, 0, 0)),
+    ("last", 5, (0, 0, 0, 0, 1)), ("last", 2, (0, 1)), ("layers_2_to_L", 8, (0, 1, 1, 1, 1, 1, 1, 1)), ("none", 3, (0, 0, 0)),
+])
+def test_cbp_layer_presets_resolve_for_any_depth(preset, depth, rates):
+    s = parse_config(compose_config("learner=cbp", f"network_depth=depth_{depth}", f"cbp_layers={preset}",
+                                    "learner.replacement_rate=1e-3"))
+    assert s.learner.replacement_rate == tuple(1e-3 * r for r in rates)
+
+
+def test_cbp_per_layer_rates_and_preset_combine():
+    s = parse_config(compose_config("learner=cbp", "learner.replacement_rate=[1e-2,1e-3,1e-4]", "cbp_layers=layers_2_to_L"))
+    assert s.learner.replacement_rate == (0.0, 1e-3, 1e-4)
+
+
+def test_adapted_strategies_resolve_per_layer_from_the_activation_family():
+    twisted = ["network_depth=twisted", "learner=adapted"]  # [relu, relu, tanh, tanh, relu]
+    matched = parse_config(compose_config(*twisted, "reset_strategy=matched")).learner
+    assert matched.c_low == (-0.5, -0.5, 0.5, 0.5, -0.5) and matched.rho_high == (1e-5, 1e-5, 1e-6, 1e-6, 1e-5)
+    opposite = parse_config(compose_config(*twisted, "reset_strategy=opposite")).learner
+    assert opposite.c_low == (0.5, 0.5, -0.5, -0.5, 0.5) and opposite.rho_low == (1e-5, 1e-5, 1e-4, 1e-4, 1e-5)
+    none = parse_config(compose_config(*twisted, "reset_strategy=none")).learner
+    assert none.rho_low == none.rho_high == (0.0,) * 5
+    sigmoid = parse_config(compose_config("learner=adapted", "activation=sigmoid")).learner  # sigmoid: tanh family
+    assert sigmoid.c_high == (0.2,) * 3
+    override = parse_config(compose_config(*twisted, "learner.c_low=[null,1,null,2,null]", "learner.rho_high=0")).learner
+    assert override.c_low == (-0.5, 1.0, 0.5, 2.0, -0.5) and override.rho_high == (0.0,) * 5
 
 
 def test_defaults_are_the_spec_defaults():
@@ -57,6 +111,33 @@ def test_network_presets():
     (["backend=jax"], "backend"),
     (["+learner.replacment_rate=0.1"], "learner.replacment_rate"),
     (["+typo_key=1"], "typo_key"),
+    (["learner=cbp", "learner.replacement_rate=-1e-4"], "learner.replacement_rate"),
+    (["learner=cbp", "learner.replacement_rate=[1e-4,1e-4]"], "learner.replacement_rate"),
+    (["learner=cbp", "learner.replacement_rate=[1e-4,2,0]"], "learner.replacement_rate"),
+    (["learner=cbp", "learner.util_type=utility"], "learner.util_type"),
+    (["learner=cbp", "learner.decay_rate=1"], "learner.decay_rate"),
+    (["learner=cbp", "learner.maturity_threshold=-1"], "learner.maturity_threshold"),
+    (["learner=cbp", "learner.maturity_threshold=2.5"], "learner.maturity_threshold"),
+    (["learner=cbp", "learner.accumulate=maybe"], "learner.accumulate"),
+    (["learner=cbp", "cbp_layers=layer_3", "network_depth=depth_2"], "learner.layers"),
+    (["learner=cbp", "learner.layers=[first]"], "learner.layers"),
+    (["learner=bp", "cbp_layers=layer_1"], "learner.layers"),
+    (["learner=l2", "reset_strategy=relu"], "learner.reset_strategy"),
+    (["learner=adapted", "learner.reset_strategy=sigmoid"], "learner.reset_strategy"),
+    (["learner=adapted", "learner.rho_low=[1e-4,1e-5]"], "learner.rho_low"),
+    (["learner=adapted", "learner.rho_high=-1"], "learner.rho_high"),
+    (["learner=adapted", "learner.c_low=abc"], "learner.c_low"),
+    (["learner=adapted", "learner.clip=-1"], "learner.clip"),
+    (["learner=adapted", "learner.clip_mode=always"], "learner.clip_mode"),
+    (["learner=shrink_perturb", "learner.sigma=-1e-5"], "learner.sigma"),
+    (["learner=shrink_perturb", "learner.mode=reset"], "learner.mode"),
+    (["learner=shrink_perturb", "learner.shrink=1.5"], "learner.shrink"),
+    (["learner=redo", "learner.reset_period=0"], "learner.reset_period"),
+    (["learner=redo", "learner.tau=[0.1,-0.1,0.1]"], "learner.tau"),
+    (["optimizer.momentum=-0.5"], "optimizer.momentum"),
+    (["optimizer=adam", "optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
+    (["optimizer=adam", "optimizer.eps=0"], "optimizer.eps"),
+    (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer.momentum"),
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
@@ -77,3 +158,20 @@ def test_population_key_ignores_only_vectorisable_values():
     assert population_key(base) == population_key(same)
     for other in (["learner=l2", "activation=tanh"], ["learner=l2", "num_tasks=3"], ["learner=bp"]):
         assert population_key(parse_config(compose_config(*other))) != population_key(base)
+
+
+@pytest.mark.parametrize("learner,a,b,different", [
+    ("cbp", ["cbp_layers=layer_1", "learner.decay_rate=0.9"],
+     ["learner.replacement_rate=[1e-3,1e-4,1e-5]", "learner.maturity_threshold=[10,20,30]", "optimizer.momentum=0.9"],
+     ["learner.util_type=contribution"]),
+    ("adapted", ["reset_strategy=relu", "learner.clip=null"], ["reset_strategy=tanh", "learner.c_low=[1,2,3]", "learner.rho_high=0"],
+     ["learner.clip_mode=on_rescale"]),
+    ("shrink_perturb", ["learner.sigma=1e-4"], ["learner.sigma=1e-6", "learner.weight_decay=0"], ["learner.mode=toward_init"]),
+    ("redo", ["learner.tau=0"], ["learner.tau=[0.1,0.2,0.3]", "learner.reset_period=10"], ["network_depth=depth_2"]),
+])
+def test_population_key_for_reset_learners(learner, a, b, different):
+    """Numeric hyperparameters (and presets that only set them) may differ within a population."""
+    key = population_key(parse_config(compose_config(f"learner={learner}", *a)))
+    assert population_key(parse_config(compose_config(f"learner={learner}", *b))) == key
+    assert population_key(parse_config(compose_config(f"learner={learner}", *a, *different))) != key
+    assert population_key(parse_config(compose_config(f"learner={learner}", *a, "optimizer=adam"))) != key

@@ -128,3 +128,62 @@ def test_missing_data_fails_clearly_and_marks_run_failed(tmp_path, monkeypatch):
         run_population([job])
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert info["status"] == "failed" and "t10k-images" in info["error"]
+
+
+def _train_py(tmp_path, mnist_root, *overrides):
+    env = {**os.environ, "PLASTICITY_LAB_DATA": str(mnist_root)}
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=smoke", *overrides, f"hydra.run.dir={out}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "completed" and info["tasks_completed"] == 2
+    return info, _metrics(out)
+
+
+def _counts(rows, metric):
+    """{(task, layer): value} of a per-layer count metric."""
+    return {(int(r["task"]), int(r["layer"])): int(float(r["value"])) for r in rows if r["metric"] == metric}
+
+
+@pytest.mark.data
+def test_train_py_adapted_tanh_smoke(tmp_path, mnist_root):
+    info, rows = _train_py(tmp_path, mnist_root, "learner=adapted", "activation=tanh")
+    assert info["choices"]["learner"] == "adapted"
+    for metric in ("units_rescaled_low", "units_rescaled_high"):
+        assert sorted(_counts(rows, metric)) == [(t, l) for t in (0, 1) for l in (1, 2, 3)]
+    assert 0 <= float(rows[0]["value"]) <= 1
+
+
+@pytest.mark.data
+def test_train_py_cbp_first_layer_only_smoke(tmp_path, mnist_root):
+    info, rows = _train_py(tmp_path, mnist_root, "learner=cbp", "cbp_layers=layer_1",
+                           "learner.replacement_rate=1e-2", "learner.maturity_threshold=20")
+    assert info["choices"]["cbp_layers"] == "layer_1"
+    counts = _counts(rows, "units_reset")
+    assert counts[(0, 1)] > 0 and counts[(1, 1)] > 0  # ~ 0.01 * 100 units per step in layer 1 ...
+    assert all(counts[(t, l)] == 0 for t in (0, 1) for l in (2, 3))  # ... and never in layers 2, 3
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("learner", [
+    ["learner=cbp", "learner.replacement_rate=[1e-2,5e-3,0]", "learner.maturity_threshold=20", "optimizer=adam",
+     "optimizer.step_size=1e-3"],
+    ["learner=adapted", "reset_strategy=tanh", "learner.rho_low=1e-2", "learner.rho_high=1e-2",
+     "learner.maturity_threshold=20", "activation=tanh"],
+])
+def test_reset_learners_population_equals_alone_and_reference(tmp_path, mnist_root, monkeypatch, learner):
+    """Through the runner: members with different hyperparameters equal their runs alone and the reference."""
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    variants = [("seed=0",), ("seed=1", "learner.decay_rate=0.9", "learner.maturity_threshold=10")]
+    run_population([_job(tmp_path, f"pop{k}", *learner, *v) for k, v in enumerate(variants)])
+    for k, v in enumerate(variants):
+        (alone,) = run_population([_job(tmp_path, f"alone{k}", *learner, *v)])
+        (ref,) = run_population([_job(tmp_path, f"ref{k}", *learner, "backend=reference", *v)])
+        pop_rows, alone_rows, ref_rows = (_metrics(tmp_path / f"{n}{k}") for n in ("pop", "alone", "ref"))
+        assert [r["metric"] for r in pop_rows] == [r["metric"] for r in ref_rows]
+        got = [float(r["value"]) for r in pop_rows]
+        assert got == pytest.approx([float(r["value"]) for r in alone_rows], rel=1e-6)
+        assert got == pytest.approx([float(r["value"]) for r in ref_rows], rel=1e-3, abs=1e-3)
+        counted = [r for r in pop_rows if r["layer"]]
+        assert counted and sum(float(r["value"]) for r in counted) > 0

@@ -10,6 +10,13 @@ alpha_k * dL/dW for every layer, and the update ``W -= alpha_k (dL/dW + lambda_k
 rank-B update (``addcmul_`` for B = 1, ``baddbmm_`` otherwise) after the decay factor
 ``(1 - alpha_k lambda_k)``. Nothing here mixes members: member k of a population computes
 exactly what the same member computes alone.
+
+SGD with momentum and Adam (engine/optim.py) take the other backward path, which
+materialises each layer's gradient. A reset learner (engine/learners/: cbp, adapted,
+shrink_perturb, redo) is called after the optimiser step of every batch with the forward
+pass's tensors (SPEC 3: "after the SGD step of each batch, using the activations of that
+batch's forward pass"). Learners and optimisers modify the weights in place through
+``W[l][...]`` / ``b[l][...]`` and never rebind them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 from ..activations import get_activation
 from ..losses import cross_entropy
 from ..network import NetworkSpec, initial_parameters
+from .optim import make_optimizer
 from .state import load_member_states, member_state
 
 
@@ -33,14 +41,22 @@ class StepResult:
 
 
 class Population:
-    """K MLPs of one architecture, trained with per-member SGD (step size, weight decay)."""
+    """K MLPs of one architecture, trained with per-member optimiser settings and an optional reset learner.
+
+    ``optimizer``: 'sgd' (``momentum`` per member; all zero = the fused path) or 'adam'
+    (``betas``, ``eps``). ``learner``: an engine learner (engine/learners/) or None (bp, l2).
+    ``t`` counts the steps taken (the current one included while a step runs).
+    """
 
     _member_state = ("W", "b", "step_size", "weight_decay")  # see engine/state.py
 
     def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
-                 device="cpu", dtype=torch.float32):
+                 device="cpu", dtype=torch.float32, optimizer: str = "sgd", momentum=0.0,
+                 betas=(0.9, 0.999), eps=1e-8, learner=None):
         self.spec = spec
         self.K = len(seeds)
+        self.seeds = list(seeds)
+        self.t = 0
         self.device = torch.device(device)
         self.dtype = dtype
         params = [initial_parameters(spec, s) for s in seeds]
@@ -55,6 +71,10 @@ class Population:
         self.loss_sum = torch.zeros(self.K, device=self.device, dtype=torch.float64)
         self.correct = torch.zeros(self.K, device=self.device, dtype=torch.long)
         self.eye = torch.eye(spec.sizes[-1], device=self.device, dtype=dtype)
+        self.optimizer = make_optimizer(self, optimizer, momentum, betas, eps)
+        self.learner = learner
+        if learner is not None:
+            learner.setup(self)
 
     def _per_member(self, value) -> torch.Tensor:
         t = torch.as_tensor(value, dtype=self.dtype).flatten().to(self.device)
@@ -91,11 +111,17 @@ class Population:
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         """One test-then-train SGD step on batch (x (K,B,in), y (K,B)); accumulates loss and hits."""
+        self.t += 1
         logits, fwd = self.forward(x)
         loss_sum, correct, grad = cross_entropy(logits, y, self.eye[y])
         self.loss_sum += loss_sum
         self.correct += correct
-        self._sgd_backward(grad.mul_(self._alpha), fwd)
+        if self.optimizer.fused:
+            self._sgd_backward(grad.mul_(self._alpha), fwd)
+        else:
+            self._grad_backward(grad, fwd)
+        if self.learner is not None:
+            self.learner.after_step(self, fwd)
         return fwd
 
     def _sgd_backward(self, delta: torch.Tensor, fwd: StepResult):
@@ -116,6 +142,28 @@ class Population:
                 W.baddbmm_(delta.transpose(1, 2), h_in, alpha=-1.0)
                 b.sub_(delta.sum(dim=1))
             delta = prev
+
+    def _grad_backward(self, delta: torch.Tensor, fwd: StepResult):
+        """Backpropagate ``delta`` = dL/dlogits, materialise each layer's gradient, let the optimiser step."""
+        for l in range(len(self.W) - 1, -1, -1):
+            W, h_in = self.W[l], fwd.inputs[l]
+            prev = None
+            if l > 0:  # delta of the layer below, with this layer's weights before the update
+                prev = self.acts[l - 1].backward(torch.bmm(delta, W), fwd.pre[l - 1], fwd.inputs[l])
+            # gradient buffers are reused (fresh multi-MB temporaries cost page faults every step)
+            gW, gb = self._grad_buffers(l)
+            if delta.shape[1] == 1:
+                torch.mul(delta.transpose(1, 2), h_in, out=gW)
+            else:
+                torch.bmm(delta.transpose(1, 2), h_in, out=gW)
+            torch.sum(delta, dim=1, out=gb)
+            self.optimizer.update(l, gW, gb)
+            delta = prev
+
+    def _grad_buffers(self, l: int):
+        if not hasattr(self, "_gbuf"):
+            self._gbuf = [(torch.empty_like(W), torch.empty_like(b)) for W, b in zip(self.W, self.b)]
+        return self._gbuf[l]
 
     def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, after_step=None):
         """Train on a chunk (x (K,n,in), y (K,n)) in consecutive batches of ``batch_size``."""
@@ -140,6 +188,13 @@ class Population:
             b[k].zero_()
         self.step_size[k] = 0.0
         self._update_factors()
+        self.optimizer.freeze(k)
+        if self.learner is not None:
+            self.learner.freeze(self, k)
+
+    def take_counts(self) -> dict:
+        """The learner's per-task counts {metric: (K, L) int array} since the last call (SPEC 4)."""
+        return self.learner.take_counts() if self.learner is not None else {}
 
     def member_state(self, k: int) -> dict:
         """Member k's whole training state (weights, hyperparameters), for its checkpoint."""

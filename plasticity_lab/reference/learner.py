@@ -1,8 +1,12 @@
-"""Reference learner for bp and l2 (SPEC 3.1, 3.2, 3.8): a plain MLP trained with torch.optim.SGD.
+"""Reference learner (SPEC 3, 3.8): a plain MLP, autograd, and a torch optimiser, one network.
 
-Each step: forward, record the loss and whether the prediction was right (test-then-
-train: the prediction of the forward pass BEFORE the update), backward, optimiser step.
-L2 is SGD's coupled weight decay on all weights and biases: theta <- theta - alpha (g + lambda theta).
+Each step: forward (keeping each hidden layer's post-activations), record the loss and
+whether the prediction was right (test-then-train: the prediction of the forward pass
+BEFORE the update), backward, optimiser step, then the reset learner (reference/resets.py:
+cbp, adapted, shrink_perturb, redo) with that forward pass's activations.
+L2 is the optimiser's coupled weight decay on all weights and biases:
+theta <- theta - alpha (g + lambda theta). Optimisers: torch.optim.SGD (optional momentum)
+or ReadableAdam (torch.optim.Adam's algorithm with per-element step counts, reference/optim.py).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from torch import nn
 
 from ..activations import get_activation
 from ..network import NetworkSpec, initial_parameters
+from .optim import ReadableAdam
 
 
 def build_mlp(spec: NetworkSpec, seed: int) -> nn.Sequential:
@@ -31,29 +36,57 @@ def build_mlp(spec: NetworkSpec, seed: int) -> nn.Sequential:
 
 
 class ReferenceLearner:
-    """One network trained online with SGD; ``step`` returns (summed loss, number correct)."""
+    """One network trained online; ``step`` returns (summed loss, number correct).
+
+    ``optimizer``: 'sgd' (with ``momentum``) or 'adam' (``betas``, ``eps``); ``learner``: a
+    reset learner from reference/resets.py (constructed with its hyperparameters) or None.
+    """
 
     def __init__(self, spec: NetworkSpec, seed: int, step_size: float, weight_decay: float = 0.0,
-                 device="cpu"):
+                 device="cpu", optimizer: str = "sgd", momentum: float = 0.0, betas=(0.9, 0.999),
+                 eps: float = 1e-8, learner=None, dtype=torch.float32):
         self.spec = spec
-        self.net = build_mlp(spec, seed).to(device)
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=step_size, weight_decay=weight_decay)
+        self.seed = seed
+        self.net = build_mlp(spec, seed).to(device, dtype)
+        self.linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        if optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=step_size, momentum=momentum,
+                                             weight_decay=weight_decay)
+        elif optimizer == "adam":
+            self.optimizer = ReadableAdam(self.net.parameters(), lr=step_size, betas=betas, eps=eps,
+                                          weight_decay=weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}; known: sgd, adam")
+        self.learner = learner
+        if learner is not None:
+            learner.setup(self)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One SGD step on a batch x (B, in), y (B,): mean cross-entropy, test-then-train."""
-        logits = self.net(x)
+        """One optimiser step on a batch x (B, in), y (B,): mean cross-entropy, test-then-train."""
+        features = []
+        h = x
+        for i, module in enumerate(self.net):
+            h = module(h)
+            if i % 2 == 1:  # Linear, activation, Linear, activation, ..., Linear
+                features.append(h.detach())
+        logits = h
         loss = F.cross_entropy(logits, y)
         correct = int((logits.argmax(dim=-1) == y).sum())
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        if self.learner is not None:
+            self.learner.after_step(features)
         return float(loss.detach()) * x.shape[0], correct
 
-    def to(self, dtype: torch.dtype) -> "ReferenceLearner":
-        self.net.to(dtype)
-        return self
+    def take_counts(self) -> dict:
+        """The reset learner's per-layer counts since the last call {metric: [per hidden layer]}."""
+        counts = getattr(self.learner, "counts", {})
+        out = {name: list(c) for name, c in counts.items()}
+        for c in counts.values():
+            c[:] = [0] * len(c)
+        return out
 
     def parameters(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """[(W, b)] per linear layer, as CPU copies."""
-        linears = [m for m in self.net if isinstance(m, nn.Linear)]
-        return [(m.weight.detach().cpu().clone(), m.bias.detach().cpu().clone()) for m in linears]
+        return [(m.weight.detach().cpu().clone(), m.bias.detach().cpu().clone()) for m in self.linears]

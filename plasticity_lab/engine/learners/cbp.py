@@ -1,0 +1,198 @@
+"""Continual Backpropagation (SPEC 3.4) on the population engine.
+
+Dohare, Hernandez-Garcia, Lan, Rahman, Mahmood & Sutton, "Loss of plasticity in deep
+continual learning", Nature 632 (2024) [D] (their GnT / ContinualBackprop); per-layer
+replacement rates as in Jucas, "Layerwise Perspective into Continual Backpropagation",
+TU Delft 2025 [J].
+
+Per hidden layer l and step, for every member at once ((K, H) tensors):
+
+1. age += 1 (the layer is skipped entirely where its rate is 0);
+2. f <- eta f + (1 - eta) mean_batch(h);  f_hat = f / (1 - eta^age);
+3. instantaneous utility x (``util_type``), u <- eta u + (1 - eta) x;  u_hat = u / (1 - eta^age);
+4. eligible: age > m;
+5. n = floor(c) with c += rho * #eligible (host side, see base.py), or the coin rule;
+6. the n eligible units with the smallest u_hat (ties: lowest index) get fresh input
+   weights from the layer's init distribution (``network.init_weight``, from the member's
+   own ALGO/REINIT generator), bias 0, outgoing weights 0, age = u = f = 0;
+7. ``bias_correction``: before zeroing, the next layer's bias gets sum_i W_next[:, i] f_hat_i;
+8. the optimiser zeroes the units' state (Adam moments and per-element step counts).
+
+As in [D]'s code, all layers' statistics and choices are made first, then the units are
+replaced layer by layer (a replaced unit's outgoing column is zeroed before the next
+layer's replaced rows are redrawn, so an entry in both gets a fresh init value).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...network import init_weight
+from ...seeding import COIN, REINIT, UTIL
+from .base import (EngineLearner, Maturity, chosen_units, coin_counts, how_many, lowest_first,
+                   member_coins, member_generators, per_member_layer)
+
+UTIL_TYPES = ("contribution", "adaptable_contribution", "zero_contribution", "weight", "adaptation",
+              "feature_by_input", "random")
+
+
+class ContinualBackprop(EngineLearner):
+    """CBP for K members; every numeric hyperparameter per member and hidden layer.
+
+    replacement_rate (rho): fraction of eligible units replaced per step, [0, 1]; [D] 1e-4
+        (grid 1e-4 ... 1e-6), [P] grid 1e-2 ... 1e-7, [J] 1e-4 (tanh 1e-6). 0 switches a layer off.
+    decay_rate (eta): utility / mean-activation decay, [0, 1); 0.99.
+    maturity_threshold (m): units are eligible when age > m; 100.
+    util_type: one of UTIL_TYPES; adaptable_contribution [D].
+    accumulate: fractional replacements accumulate (True) or the coin rule (False).
+    bias_correction: correct the next layer's bias by the removed unit's mean contribution.
+    """
+
+    COUNTS = ("units_reset",)
+
+    def __init__(self, replacement_rate=1e-4, decay_rate=0.99, maturity_threshold=100,
+                 util_type="adaptable_contribution", accumulate=True, bias_correction=False):
+        if util_type not in UTIL_TYPES:
+            raise ValueError(f"util_type={util_type!r}; known: {list(UTIL_TYPES)}")
+        self.replacement_rate = replacement_rate
+        self.decay_rate = decay_rate
+        self.maturity_threshold = maturity_threshold
+        self.util_type = util_type
+        self.accumulate = accumulate
+        self.bias_correction = bias_correction
+
+    # ------------------------------------------------------------------ state
+    def setup(self, pop) -> None:
+        super().setup(pop)
+        K, L, spec = pop.K, pop.spec.num_hidden, pop.spec
+        self.widths = list(spec.sizes[1:-1])
+        self.rho = per_member_layer(self.replacement_rate, K, L, "replacement_rate")
+        self.m = per_member_layer(self.maturity_threshold, K, L, "maturity_threshold", np.int64)
+        eta = per_member_layer(self.decay_rate, K, L, "decay_rate")
+        self.active = self.rho > 0
+        self.layers = [l for l in range(L) if self.active[:, l].any()]
+        # (K, 1) device columns per layer, and masks for populations where only some members act on a layer
+        dev = dict(device=pop.device, dtype=pop.dtype)
+        self.eta = [torch.tensor(eta[:, l : l + 1], **dev) for l in range(L)]
+        self.one_minus_eta = [torch.tensor(1.0 - eta[:, l : l + 1], **dev) for l in range(L)]
+        self.m_dev = [torch.tensor(self.m[:, l : l + 1], device=pop.device) for l in range(L)]
+        self.inactive = [None if self.active[:, l].all() else torch.tensor(~self.active[:, l : l + 1],
+                                                                          device=pop.device)
+                         for l in range(L)]
+        self.age = [torch.zeros(K, H, **dev) for H in self.widths]
+        self.f = [torch.zeros(K, H, **dev) for H in self.widths]  # running mean activation
+        self.u = [torch.zeros(K, H, **dev) for H in self.widths]  # running utility
+        self.acc = np.zeros((K, L))
+        self.maturity = Maturity(self.widths, self.m, self.active)
+        self.reinit_gen = member_generators(pop, REINIT)
+        self.util_gen = member_generators(pop, UTIL) if self.util_type == "random" else None
+        self.coins = member_coins(pop, COIN) if not self.accumulate else None
+        self._bc = [None] * L
+        self._abs_buf = [None] * (L + 1)
+
+    # ------------------------------------------------------------------ step
+    @torch.no_grad()
+    def after_step(self, pop, fwd) -> None:
+        t = pop.t
+        eligible = self.maturity.eligible(t)
+        if self.accumulate:
+            n = how_many(self.acc, self.rho, eligible)
+        else:
+            n = coin_counts(self.rho, eligible, self.active, self.coins)
+        for l in self.layers:  # SPEC 3.4 steps 1-3, every active layer
+            self._statistics(pop, l, fwd.inputs[l + 1])
+        if not n.any():
+            return
+        for l in self.layers:  # steps 4-8, layer by layer
+            if n[:, l].any():
+                self._replace(pop, l, n[:, l])
+        self.maturity.reset(t, n)
+        self.counts["units_reset"] += n
+
+    def _statistics(self, pop, l: int, h: torch.Tensor) -> None:
+        """Steps 1-3 for hidden layer l: ages, running mean activation f, running utility u.
+
+        Written for few tensor operations per step (each costs microseconds at batch 1):
+        running averages as ``lerp_`` (eta a + (1 - eta) b = a + (1 - eta)(b - a)), batch
+        means skipped for batches of one, the 1/n of the weight means folded into one factor.
+        """
+        eta, ome, age, f, u = self.eta[l], self.one_minus_eta[l], self.age[l], self.f[l], self.u[l]
+        inactive = self.inactive[l]
+        if inactive is None:
+            age.add_(1.0)
+        else:
+            age.add_((~inactive).to(age.dtype))
+        single = h.shape[1] == 1
+        f.lerp_(h.squeeze(1) if single else h.mean(dim=1), ome)
+        bc = self._bc[l] = torch.pow(eta, age).neg_().add_(1.0)  # bias correction 1 - eta^age
+        kind = self.util_type
+        if kind != "random":
+            W_next, W_in = pop.W[l + 1], pop.W[l]
+            if kind in ("contribution", "adaptable_contribution", "zero_contribution", "weight"):
+                out_sum = self._abs_sum(W_next, dim=1, slot=l + 1)  # n_next * mean_k |W_next[k, i]|
+            if kind in ("adaptable_contribution", "adaptation", "feature_by_input"):
+                in_sum = self._abs_sum(W_in, dim=2, slot=l)  # n_in * mean_j |W_in[i, j]|
+            if kind in ("adaptable_contribution", "zero_contribution", "feature_by_input"):
+                deviation = (h - (f / bc).unsqueeze(1)).abs_()  # |h_i - f_hat_i|
+                deviation = deviation.squeeze(1) if single else deviation.mean(dim=1)
+            n_next, n_in = W_next.shape[1], W_in.shape[2]
+            if kind == "contribution":
+                act = h.squeeze(1).abs() if single else h.abs().mean(dim=1)
+                x, scale = out_sum.mul_(act), 1.0 / n_next
+            elif kind == "adaptable_contribution":
+                x, scale = out_sum.mul_(deviation).div_(in_sum), n_in / n_next
+            elif kind == "zero_contribution":
+                x, scale = out_sum.mul_(deviation), 1.0 / n_next
+            elif kind == "weight":
+                x, scale = out_sum, 1.0 / n_next
+            elif kind == "adaptation":
+                x, scale = in_sum.reciprocal_(), float(n_in)
+            else:  # feature_by_input
+                x, scale = deviation.div_(in_sum), float(n_in)
+            u.lerp_(x.mul_(scale), ome)
+        if inactive is not None:  # members whose rate is 0 here keep zero statistics (skipped, step 1)
+            f.masked_fill_(inactive, 0.0)
+            u.masked_fill_(inactive, 0.0)
+
+    def _abs_sum(self, W: torch.Tensor, dim: int, slot: int) -> torch.Tensor:
+        """sum |W| along ``dim``, through a reused buffer (abs into it, then sum: two passes over
+        W; torch.linalg.vector_norm(ord=1) and a fresh abs() temporary are several times slower)."""
+        buf = self._abs_buf[slot]
+        if buf is None or buf.shape != W.shape:
+            buf = self._abs_buf[slot] = torch.empty_like(W)
+        return torch.abs(W, out=buf).sum(dim=dim)
+
+    def _replace(self, pop, l: int, n: np.ndarray) -> None:
+        """Steps 4-8 for hidden layer l: replace n[k] units of each member k (n[k] may be 0)."""
+        members = np.flatnonzero(n)
+        sel = torch.as_tensor(members, device=pop.device)
+        if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (SPEC 3.4 step 3)
+            keys = torch.stack([torch.rand(self.widths[l], generator=self.util_gen[k], device=pop.device)
+                                for k in members]).to(pop.dtype)  # float32 draws whatever the dtype
+        else:
+            keys = self.u[l][sel] / self._bc[l][sel]
+        eligible = self.age[l][sel] > self.m_dev[l][sel]
+        kk, uu = chosen_units(lowest_first(keys, eligible), members, n, pop.device)
+        fresh = torch.cat([init_weight(pop.spec, l, self.reinit_gen[k], int(n[k])) for k in members])
+        pop.W[l][kk, uu] = fresh.to(pop.dtype)
+        pop.b[l][kk, uu] = 0.0
+        if self.bias_correction:
+            f_hat = self.f[l][kk, uu] / self._bc[l][kk, uu]
+            pop.b[l + 1].index_add_(0, kk, pop.W[l + 1][kk, :, uu] * f_hat.unsqueeze(1))
+        pop.W[l + 1][kk, :, uu] = 0.0
+        for state in (self.age[l], self.u[l], self.f[l]):
+            state[kk, uu] = 0.0
+        pop.optimizer.reset_units(l, kk, uu)
+
+    def freeze(self, pop, k: int) -> None:
+        self.rho[k] = 0.0
+        self.active[k] = False
+        for state in (*self.age, *self.u, *self.f):
+            state[k].zero_()
+
+    # ------------------------------------------------------------------ inspection
+    def utility(self, l: int) -> torch.Tensor:
+        """Bias-corrected utility u_hat (K, H) of hidden layer l (0 where age is 0)."""
+        bc = 1.0 - torch.pow(self.eta[l], self.age[l])
+        return torch.where(self.age[l] > 0, self.u[l] / bc, torch.zeros_like(bc))
