@@ -48,6 +48,13 @@ class UniformStream:
         self.gen, self.block = gen, block
         self._buf: list[float] = []
 
+    def get_state(self) -> dict:
+        return {"gen": self.gen.get_state(), "buf": list(self._buf)}
+
+    def set_state(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self._buf = list(state["buf"])
+
     def next(self) -> float:
         if not self._buf:
             self._buf = torch.rand(self.block, generator=self.gen, dtype=torch.float64).tolist()[::-1]

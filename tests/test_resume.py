@@ -112,3 +112,45 @@ def test_kill_minus_9_then_same_command_resumes(tmp_path, mnist_root):
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["status"] == "completed" and info["resumes"] == 1
     assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
+
+
+LEARNER_VARIANTS = [
+    ("learner=cbp", "learner.replacement_rate=0.05", "learner.maturity_threshold=20"),
+    ("learner=cbp", "learner.replacement_rate=0.05", "learner.maturity_threshold=20", "learner.accumulate=false",
+     "learner.util_type=random"),
+    ("learner=adapted", "learner.rho_low=0.05", "learner.rho_high=0.02", "learner.maturity_threshold=20"),
+    ("learner=redo", "learner.reset_period=50"),
+    ("learner=shrink_perturb",),
+    ("learner=shrink_perturb", "learner.mode=toward_init"),
+    ("learner=cbp", "optimizer=adam", "learner.replacement_rate=0.05", "learner.maturity_threshold=20"),
+    ("learner=l2", "optimizer.momentum=0.9"),
+]
+
+
+@pytest.mark.parametrize("variant", LEARNER_VARIANTS, ids=lambda v: " ".join(v))
+@pytest.mark.parametrize("backend", ["population", "reference"])
+def test_every_learner_and_optimizer_resumes_exactly(tmp_path, mnist_root, monkeypatch, variant, backend):
+    """Learner state (ages, utilities, accumulators, maturity schedule, generators, moments) survives."""
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    jobs = lambda prefix: [_job(tmp_path, f"{prefix}{k}", *variant, f"seed={k}", f"backend={backend}",
+                                "dataset.images_per_task=100") for k in range(2)]
+    run_population(jobs("ref"))
+    with monkeypatch.context() as m:
+        _interrupt_at(m, task_calls=3)
+        if backend == "reference":
+            from plasticity_lab.reference import ReferencePopulation
+            original = ReferencePopulation.train
+            calls = {"n": 0}
+
+            def train(self, *a, **kw):
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    raise Interrupt()
+                return original(self, *a, **kw)
+
+            m.setattr(ReferencePopulation, "train", train)
+        with pytest.raises(Interrupt):
+            run_population(jobs("run"))
+    run_population(jobs("run"))
+    for k in range(2):
+        assert _metrics(tmp_path / f"run{k}") == _metrics(tmp_path / f"ref{k}")

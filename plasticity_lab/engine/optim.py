@@ -44,6 +44,7 @@ class FusedSGD:
     """Plain SGD, folded into the engine's backward pass (no state, nothing to reset)."""
 
     fused = True
+    _member_state = ()
 
     def __init__(self, pop):
         self.pop = pop
@@ -57,6 +58,7 @@ class FusedSGD:
 
 class _MaterialisedOptimizer:
     fused = False
+    _member_state: tuple = ()
 
     def __init__(self, pop):
         self.pop = pop
@@ -72,6 +74,8 @@ class _MaterialisedOptimizer:
 
 class MomentumSGD(_MaterialisedOptimizer):
     """torch.optim.SGD with momentum (dampening 0, no Nesterov), per-member step size and momentum."""
+
+    _member_state = ("buf_W", "buf_b")  # checkpointed per member (engine/state.py)
 
     def __init__(self, pop, momentum):
         super().__init__(pop)
@@ -114,6 +118,8 @@ class Adam(_MaterialisedOptimizer):
     factors just broadcast). Bias corrections are computed in float64, like torch.optim.Adam's
     Python floats (1 - b2^s cancels badly in float32 for small s).
     """
+
+    _member_state = ("m", "v", "row_reset", "col_reset")  # checkpointed per member (engine/state.py)
 
     def __init__(self, pop, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(pop)

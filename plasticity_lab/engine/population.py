@@ -197,13 +197,22 @@ class Population:
         return self.learner.take_counts() if self.learner is not None else {}
 
     def member_state(self, k: int) -> dict:
-        """Member k's whole training state (weights, hyperparameters), for its checkpoint."""
-        return {"population": member_state(self, k, self.K)}
+        """Member k's whole training state (weights, hyperparameters, optimiser and learner
+        state, generators), for its checkpoint."""
+        parts = {"population": self, "optimizer": self.optimizer, "learner": self.learner}
+        return {"t": self.t, **{name: member_state(obj, k, self.K) for name, obj in parts.items() if obj is not None}}
 
     def load_member_states(self, states: list[dict]) -> None:
         """Restore all K members from ``member_state`` cut-outs (same settings, any packing)."""
+        steps = {s["t"] for s in states}
+        if len(steps) != 1:
+            raise ValueError(f"members to resume together must have taken the same number of steps, got {sorted(steps)}")
+        self.t = steps.pop()
         load_member_states(self, [s["population"] for s in states])
         self._update_factors()
+        load_member_states(self.optimizer, [s["optimizer"] for s in states])
+        if self.learner is not None:
+            load_member_states(self.learner, [s["learner"] for s in states])
 
     def parameters_of(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Member k's [(W, b)] per linear layer, as CPU copies."""

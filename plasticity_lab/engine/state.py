@@ -10,7 +10,13 @@ a member's checkpoint can be resumed in any population of the same settings.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+def _has_state(v) -> bool:
+    """Generators and host-side random streams: saved through get_state / set_state."""
+    return hasattr(v, "get_state") and hasattr(v, "set_state")
 
 
 def _is_member_list(value, K: int) -> bool:
@@ -24,9 +30,11 @@ def _cut(value, k: int, K: int):
         return None
     if isinstance(value, torch.Tensor):
         return value[k].detach().to("cpu", copy=True)
+    if isinstance(value, np.ndarray):
+        return value[k].copy()
     if _is_member_list(value, K):
         v = value[k]
-        return v.get_state() if isinstance(v, torch.Generator) else v
+        return v.get_state() if _has_state(v) else v
     if isinstance(value, (list, tuple)):
         return [_cut(v, k, K) for v in value]
     if isinstance(value, dict):
@@ -40,15 +48,19 @@ def _paste(current, cuts: list):
     if all(c is None for c in cuts):
         return None
     if current is None:  # not built yet (e.g. a probe's first reading): rebuild from the cut-outs
-        if all(isinstance(c, torch.Tensor) for c in cuts):
-            return torch.stack(cuts)
+        if all(isinstance(c, torch.Tensor) or c is None for c in cuts):  # None: never set = zeros
+            like = next(c for c in cuts if c is not None)
+            return torch.stack([torch.zeros_like(like) if c is None else c for c in cuts])
         if all(isinstance(c, dict) for c in cuts):
             return {key: _paste(None, [c[key] for c in cuts]) for key in cuts[0]}
     if isinstance(current, torch.Tensor):
         current.copy_(torch.stack(cuts).to(current.device, current.dtype))
         return current
+    if isinstance(current, np.ndarray):
+        current[...] = np.stack(cuts)
+        return current
     if _is_member_list(current, K):
-        if all(isinstance(v, torch.Generator) for v in current):
+        if all(_has_state(v) for v in current):
             for g, state in zip(current, cuts):
                 g.set_state(state)
             return current
@@ -67,11 +79,14 @@ def _paste(current, cuts: list):
 
 
 def member_state(obj, k: int, K: int) -> dict:
-    """Member k's share of every attribute named in ``obj._member_state``."""
-    return {name: _cut(getattr(obj, name), k, K) for name in obj._member_state}
+    """Member k's share of every attribute named in ``obj._member_state`` (absent ones: None)."""
+    return {name: _cut(getattr(obj, name, None), k, K) for name in obj._member_state}
 
 
 def load_member_states(obj, states: list[dict]) -> None:
-    """Restore ``obj``'s per-member attributes from one ``member_state`` per member."""
+    """Restore ``obj``'s per-member attributes from one ``member_state`` per member, then let it
+    rebuild what it derives from them (``obj.after_load()``, if it has one)."""
     for name in obj._member_state:
-        setattr(obj, name, _paste(getattr(obj, name), [s[name] for s in states]))
+        setattr(obj, name, _paste(getattr(obj, name, None), [s[name] for s in states]))
+    if hasattr(obj, "after_load"):
+        obj.after_load()

@@ -203,6 +203,8 @@ class ProbeRunner:
         if stats is None:
             return
         for l, u_hat in sorted(stats().items()):
+            if torch.isnan(u_hat).all():  # no unit has a utility yet (e.g. before the first step)
+                continue
             for metric, v in M.utility_summary(u_hat).items():
                 self._add(task, metric, v, int(l), status)
 

@@ -6,6 +6,7 @@ same recording), so engine-vs-reference comparisons run through the same code pa
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -79,16 +80,24 @@ class ReferencePopulation:
     def freeze(self, k: int) -> None:
         self.frozen[k] = True
 
+    def utility_stats(self) -> dict:
+        """{hidden layer (1-based): u_hat (K, H)} of the members' reset learners, where they keep one
+        (the probes' interface, as the engine's learners answer it)."""
+        out = {}
+        for l in range(self.spec.num_hidden):
+            per_member = [m.learner.utility(l) if m.learner is not None else None for m in self.members]
+            if any(u is not None for u in per_member):
+                H = self.spec.sizes[l + 1]
+                out[l + 1] = torch.stack([torch.full((H,), float("nan")) if u is None else u for u in per_member])
+        return out
+
     def member_state(self, k: int) -> dict:
-        """Member k's network and optimiser state, for its checkpoint."""
-        m = self.members[k]
-        return {"net": m.net.state_dict(), "optimizer": m.optimizer.state_dict(), "frozen": self.frozen[k]}
+        """Member k whole (network, optimiser, reset learner and its generators), for its checkpoint."""
+        return {"member": copy.deepcopy(self.members[k]), "frozen": self.frozen[k]}
 
     def load_member_states(self, states: list[dict]) -> None:
-        for m, k, state in zip(self.members, range(self.K), states):
-            m.net.load_state_dict(state["net"])
-            m.optimizer.load_state_dict(state["optimizer"])
-            self.frozen[k] = state["frozen"]
+        self.members = [state["member"] for state in states]
+        self.frozen = [state["frozen"] for state in states]
 
     def parameters_of(self, k: int):
         return self.members[k].parameters()

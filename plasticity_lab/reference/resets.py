@@ -51,6 +51,16 @@ class _ResetLearner:
         self.L = learner.spec.num_hidden
         self.counts = {name: [0] * self.L for name in self.COUNTS}
 
+    def utility(self, l: int) -> torch.Tensor | None:
+        """u_hat = u / (1 - eta^age) of hidden layer l (NaN for units of age 0), or None where
+        the learner keeps no utility or does not act on the layer (for the probes)."""
+        if not hasattr(self, "u") or not self.acts_on(l):
+            return None
+        return torch.where(self.age[l] > 0, self.u[l] / (1 - self.eta[l] ** self.age[l]), float("nan"))
+
+    def acts_on(self, l: int) -> bool:
+        return True
+
     def replace_units(self, l: int, units: torch.Tensor, gen: torch.Generator) -> None:
         """Re-initialise units of hidden layer l: input weights from the layer's init
         distribution, bias 0, outgoing weights 0, optimiser state of all three zeroed."""
@@ -88,6 +98,9 @@ class ContinualBackprop(_ResetLearner):
         self.reinit_gen = generator(self.seed, ALGO, REINIT)
         self.util_gen = generator(self.seed, ALGO, UTIL)
         self.coins = UniformStream(generator(self.seed, ALGO, COIN))
+
+    def acts_on(self, l: int) -> bool:
+        return self.rho[l] > 0
 
     @torch.no_grad()
     def after_step(self, features: list[torch.Tensor]) -> None:
@@ -186,6 +199,9 @@ class AdaptedRescaling(_ResetLearner):
         self.age = [torch.zeros(H, dtype=dtype) for H in widths]
         self.u = [torch.zeros(H, dtype=dtype) for H in widths]  # running mean of the SIGNED activation
         self.acc = {"low": [0.0] * L, "high": [0.0] * L}
+
+    def acts_on(self, l: int) -> bool:
+        return self.rho["low"][l] > 0 or self.rho["high"][l] > 0
 
     @torch.no_grad()
     def after_step(self, features: list[torch.Tensor]) -> None:

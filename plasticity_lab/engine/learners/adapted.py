@@ -28,12 +28,12 @@ import math
 import numpy as np
 import torch
 
-from .base import EngineLearner, Maturity, chosen_units, how_many, lowest_first, per_member_layer
+from .base import UtilityLearner, Maturity, chosen_units, how_many, lowest_first, per_member_layer
 
 CLIP_MODES = ("every_step", "on_rescale")
 
 
-class AdaptedRescaling(EngineLearner):
+class AdaptedRescaling(UtilityLearner):
     """[P]'s rescaling for K members; c_low, c_high, rho_low, rho_high, decay_rate and
     maturity_threshold per member and hidden layer, clip per member.
 
@@ -54,6 +54,8 @@ class AdaptedRescaling(EngineLearner):
         self.maturity_threshold = maturity_threshold
         self.clip = clip
         self.clip_mode = clip_mode
+
+    _member_state = ("age", "u", "acc")  # checkpointed per member (engine/state.py)
 
     def setup(self, pop) -> None:
         super().setup(pop)
@@ -158,7 +160,3 @@ class AdaptedRescaling(EngineLearner):
         for state in (*self.age, *self.u):
             state[k].zero_()
 
-    def utility(self, l: int) -> torch.Tensor:
-        """Bias-corrected utility u_hat (K, H) of hidden layer l (0 where age is 0)."""
-        bc = 1.0 - torch.pow(self.eta[l], self.age[l])
-        return torch.where(self.age[l] > 0, self.u[l] / bc, torch.zeros_like(bc))

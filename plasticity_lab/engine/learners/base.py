@@ -75,6 +75,21 @@ class Maturity:
         self._distinct = np.unique(self.m)
         self.reset(0, np.where(active, self.widths, 0), count=False)
 
+    def rebuild(self, t: int, ages: list[torch.Tensor], active: np.ndarray) -> None:
+        """The schedule after step t from the units' ages (K, H) per layer, e.g. after a resume:
+        a unit of age a <= m becomes eligible at step t + m - a + 1."""
+        self.immature = self.widths.copy()
+        self._due.clear()
+        for l, age in enumerate(ages):
+            age = age.cpu().numpy().astype(np.int64)
+            for k in range(age.shape[0]):
+                if not active[k, l]:
+                    continue
+                young = age[k][age[k] <= self.m[k, l]]
+                self.immature[k, l] = len(young)
+                for due, count in zip(*np.unique(t + self.m[k, l] - young + 1, return_counts=True)):
+                    self._due[int(due)][k, l] += count
+
     def eligible(self, t: int) -> np.ndarray:
         """(K, L) eligible counts at step t (after this step's age increment)."""
         matured = self._due.pop(t, None)
@@ -138,6 +153,7 @@ class EngineLearner:
     style); ``setup(pop)`` creates the state for a population of K members."""
 
     COUNTS: tuple[str, ...] = ()  # per-task count metrics this learner reports (SPEC 4)
+    _member_state: tuple[str, ...] = ()  # per-member state carried by checkpoints (engine/state.py)
 
     def setup(self, pop) -> None:
         K, L = pop.K, pop.spec.num_hidden
@@ -155,3 +171,28 @@ class EngineLearner:
 
     def freeze(self, pop, k: int) -> None:
         """Member k diverged: make it inert (no more resets)."""
+
+
+class UtilityLearner(EngineLearner):
+    """A learner that keeps per-unit ages and a running utility ``u`` with decay ``eta``
+    (cbp, adapted): bias-corrected utilities for the probes, and the host-side maturity
+    schedule rebuilt from the ages after a resume. Subclasses set ``age``, ``u``, ``eta``,
+    ``layers``, ``active`` and ``maturity`` in ``setup``."""
+
+    def setup(self, pop) -> None:
+        super().setup(pop)
+        self._pop = pop
+
+    def after_load(self) -> None:
+        """After a resume: the host-side maturity schedule, rebuilt from the restored ages."""
+        self.maturity.rebuild(self._pop.t, self.age, self.active)
+
+    def utility(self, l: int) -> torch.Tensor:
+        """Bias-corrected utility u_hat = u / (1 - eta^age) (K, H) of hidden layer l (0 where age is 0)."""
+        bc = 1.0 - torch.pow(self.eta[l], self.age[l])
+        return torch.where(self.age[l] > 0, self.u[l] / bc, torch.zeros_like(bc))
+
+    def utility_stats(self) -> dict:
+        """{hidden layer (1-based): u_hat (K, H)} of the layers it acts on, NaN for units of age 0
+        (the probes' interface, probes/runner.py)."""
+        return {l + 1: torch.where(self.age[l] > 0, self.utility(l), float("nan")) for l in self.layers}

@@ -30,14 +30,14 @@ import torch
 
 from ...network import init_weight
 from ...seeding import COIN, REINIT, UTIL
-from .base import (EngineLearner, Maturity, chosen_units, coin_counts, how_many, lowest_first,
+from .base import (UtilityLearner, Maturity, chosen_units, coin_counts, how_many, lowest_first,
                    member_coins, member_generators, per_member_layer)
 
 UTIL_TYPES = ("contribution", "adaptable_contribution", "zero_contribution", "weight", "adaptation",
               "feature_by_input", "random")
 
 
-class ContinualBackprop(EngineLearner):
+class ContinualBackprop(UtilityLearner):
     """CBP for K members; every numeric hyperparameter per member and hidden layer.
 
     replacement_rate (rho): fraction of eligible units replaced per step, [0, 1]; [D] 1e-4
@@ -63,6 +63,8 @@ class ContinualBackprop(EngineLearner):
         self.bias_correction = bias_correction
 
     # ------------------------------------------------------------------ state
+    _member_state = ("age", "f", "u", "acc", "reinit_gen", "util_gen", "coins")  # checkpointed per member
+
     def setup(self, pop) -> None:
         super().setup(pop)
         K, L, spec = pop.K, pop.spec.num_hidden, pop.spec
@@ -192,7 +194,3 @@ class ContinualBackprop(EngineLearner):
             state[k].zero_()
 
     # ------------------------------------------------------------------ inspection
-    def utility(self, l: int) -> torch.Tensor:
-        """Bias-corrected utility u_hat (K, H) of hidden layer l (0 where age is 0)."""
-        bc = 1.0 - torch.pow(self.eta[l], self.age[l])
-        return torch.where(self.age[l] > 0, self.u[l] / bc, torch.zeros_like(bc))

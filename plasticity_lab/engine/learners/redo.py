@@ -32,6 +32,8 @@ class ReDo(EngineLearner):
     def __init__(self, reset_period=100, tau=0.1):
         self.reset_period, self.tau = reset_period, tau
 
+    _member_state = ("act_sum", "examples", "reinit_gen")  # checkpointed per member (engine/state.py)
+
     def setup(self, pop) -> None:
         super().setup(pop)
         K, L = pop.K, pop.spec.num_hidden

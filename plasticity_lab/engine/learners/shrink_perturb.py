@@ -32,6 +32,8 @@ class ShrinkPerturb(EngineLearner):
             raise ValueError(f"mode={mode!r}; known: {list(MODES)}")
         self.sigma, self.mode, self.shrink = sigma, mode, shrink
 
+    _member_state = ("noise_gen", "init_W", "init_b")  # checkpointed per member (engine/state.py)
+
     def setup(self, pop) -> None:
         super().setup(pop)
         K = pop.K
