@@ -364,7 +364,8 @@ class RunSettings:
     backend: str = _checked("population", _one_of("population", "reference"))
     progress_bar: bool = True
     metrics_flush_seconds: float = _checked(10.0, _non_negative)
-    checkpoint_seconds: float = _checked(60.0, _non_negative)  # checkpoint at a task start at most this often
+    checkpoint_seconds: float = _checked(60.0, _non_negative)
+    tuned: Any = None  # per-method values read by the `method` group through interpolation (conf/train.yaml)  # checkpoint at a task start at most this often
     dataset: DatasetSettings = None
     network: NetworkSettings = None
     learner: Any = None
@@ -502,6 +503,7 @@ def _registered(registry: dict, node: dict, section: str):
 def population_key(settings: RunSettings) -> str:
     """``settings`` without the vectorisable values, as a string: equal keys <=> may share a population."""
     tree = dataclasses.asdict(settings)
+    tree.pop("tuned", None)  # only feeds interpolations: the values it sets are compared where they land
     for path in VECTORISABLE:
         *parents, leaf = path.split(".")
         node = tree

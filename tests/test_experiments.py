@@ -28,8 +28,11 @@ def _compose(*overrides, hydra=False):
 def _sweep_params(name) -> dict[str, list[str]]:
     params = _compose(f"experiment={name}", hydra=True).hydra.sweeper.params or {}
     parser = OverridesParser.create()
-    return {key: list(parser.parse_override(f"{key}={value}").sweep_string_iterator())
-            for key, value in params.items()}
+    out = {}
+    for key, value in params.items():
+        o = parser.parse_override(f"{key}={value}")
+        out[key] = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+    return out
 
 
 def _smoke(name):
