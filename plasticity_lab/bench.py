@@ -7,6 +7,7 @@ same data, with one thread (DESIGN: one single-threaded process per core), best 
 ``--repeats`` timings. The machines are noisy, so the ratios are what to compare.
 
 Targets: >= 25,000 network-steps/s per process at K = 16 and >= 10x the naive loop (#2);
+cbp and adapted at most 1.2x bp's time per step at K = 16 (#3);
 default probes <= 5% of a run's time at K = 16 with 10,000 examples per task (#4).
 """
 
@@ -26,6 +27,7 @@ from .reference import build_mlp
 
 TARGET_STEPS_PER_S = 25_000
 TARGET_RATIO = 10.0
+TARGET_RESET_OVERHEAD = 1.2
 
 
 def bench_images(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -71,6 +73,36 @@ def engine_steps_per_s(spec: NetworkSpec, stream: PermutedImageStream, K: int, s
     return K * steps / (time.perf_counter() - start)
 
 
+def learner_steps_per_s(name: str, stream: PermutedImageStream, K: int, steps: int) -> float:
+    """Engine with learner ``name`` at its config defaults (engine/learners.example_population)."""
+    from .engine.learners import example_population
+
+    pop = example_population(name, K=K)
+    x, y = next(stream.chunks(0))
+    pop.train(x[:, :100], y[:, :100])  # past the first maturity window's set-up costs
+    start = time.perf_counter()
+    pop.train(x[:, :steps], y[:, :steps])
+    pop.take_totals()
+    return K * steps / (time.perf_counter() - start)
+
+
+def naive_learner_steps_per_s(name: str, stream: PermutedImageStream, steps: int) -> float:
+    """The naive per-example script with the same reset logic: the reference learner, one network."""
+    from .config import LEARNERS, NetworkSettings
+    from .reference import ReferenceLearner
+    from .reference.population import reference_learner
+
+    spec = NetworkSpec.mlp(784, 100, 3, 10, "relu")
+    settings = LEARNERS[name](name=name).resolve(NetworkSettings(width=100, depth=3, activation="relu"))
+    member = ReferenceLearner(spec, 0, 0.003, settings.weight_decay, learner=reference_learner(settings))
+    perms, orders = stream.task_tensors(0)
+    x, y = stream.gather(perms[:1], orders[:1, :steps])
+    start = time.perf_counter()
+    for i in range(steps):
+        member.step(x[0, i : i + 1], y[0, i : i + 1])
+    return steps / (time.perf_counter() - start)
+
+
 def best_of(repeats: int, fn, *args) -> float:
     return max(fn(*args) for _ in range(repeats))
 
@@ -82,6 +114,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings (default 3)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--no-probes", action="store_true", help="skip the probe-overhead measurement")
+    parser.add_argument("--learners", nargs="*", default=["cbp", "adapted"],
+                        help="reset learners to time against bp at K=16 (default: cbp adapted; none: skip)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -104,6 +138,19 @@ def main(argv=None) -> dict:
         print(f"targets: K=16 >= {TARGET_STEPS_PER_S:,} steps/s: {'met' if r16 >= TARGET_STEPS_PER_S else 'MISSED'} "
               f"({r16:,.0f}); >= {TARGET_RATIO:.0f}x naive: {'met' if r16 / naive >= TARGET_RATIO else 'MISSED'} "
               f"({r16 / naive:.1f}x)")
+    if args.learners:
+        sub = PermutedImageStream(images, labels, list(range(16)), args.steps, chunk_examples=args.steps)
+        bp = best_of(args.repeats, learner_steps_per_s, "bp", sub, 16, args.steps)
+        print(f"reset learners at K=16 (config defaults; overhead target <= {TARGET_RESET_OVERHEAD}x bp):")
+        print(f"  {'bp':<28} {bp:>10,.0f} network-steps/s   1.00x bp time")
+        results["learner_bp_K16"] = bp
+        for name in args.learners:
+            rate = best_of(args.repeats, learner_steps_per_s, name, sub, 16, args.steps)
+            naive_l = best_of(1, naive_learner_steps_per_s, name, stream, min(args.steps, 1000))
+            results[f"learner_{name}_K16"], results[f"naive_{name}"] = rate, naive_l
+            print(f"  {name:<28} {rate:>10,.0f} network-steps/s {bp / rate:>5.2f}x bp time "
+                  f"({'met' if bp / rate <= TARGET_RESET_OVERHEAD else 'MISSED'}); "
+                  f"{rate / naive_l:.1f}x the naive per-example {name} script ({naive_l:,.0f}/s)")
     if not args.no_probes:
         from .probes.bench import probe_overhead
 
