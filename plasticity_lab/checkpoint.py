@@ -19,12 +19,12 @@ What a folder holds decides what happens to its member:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .recording import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -60,17 +60,8 @@ def inspect(out_dir: Path) -> Prior:
 
 def save(out_dir: Path, state: dict) -> None:
     """Write ``state`` to out_dir/checkpoint.pt atomically (temporary file, fsync, rename)."""
-    out_dir = Path(out_dir)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_dir / CHECKPOINT)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(out_dir) / CHECKPOINT, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f),
+                 binary=True)
 
 
 def remove(out_dir: Path) -> None:

@@ -7,35 +7,22 @@ the old or the new file, never half of one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..recording import atomic_write
 
 
 def update_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Add (or overwrite) ``arrays`` in the .npz at ``path``, keeping its other keys."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     merged: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path, allow_pickle=False) as old:
             merged = {k: old[k] for k in old.files}
     merged.update({k: np.asarray(v) for k, v in arrays.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **merged)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **merged), binary=True)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

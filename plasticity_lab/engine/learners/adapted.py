@@ -60,26 +60,14 @@ class AdaptedRescaling(UtilityLearner):
     def setup(self, pop) -> None:
         super().setup(pop)
         K, L = pop.K, pop.spec.num_hidden
-        self.widths = list(pop.spec.sizes[1:-1])
         dev = dict(device=pop.device, dtype=pop.dtype)
         self.rates = {"low": per_member_layer(self.rho_low, K, L, "rho_low"),
                       "high": per_member_layer(self.rho_high, K, L, "rho_high")}
         self.factors = {"low": torch.tensor(per_member_layer(self.c_low, K, L, "c_low"), **dev),
                         "high": torch.tensor(per_member_layer(self.c_high, K, L, "c_high"), **dev)}
-        self.m = per_member_layer(self.maturity_threshold, K, L, "maturity_threshold", np.int64)
-        eta = per_member_layer(self.decay_rate, K, L, "decay_rate")
-        self.active = (self.rates["low"] > 0) | (self.rates["high"] > 0)
-        self.layers = [l for l in range(L) if self.active[:, l].any()]
-        self.eta = [torch.tensor(eta[:, l : l + 1], **dev) for l in range(L)]
-        self.one_minus_eta = [torch.tensor(1.0 - eta[:, l : l + 1], **dev) for l in range(L)]
-        self.m_dev = [torch.tensor(self.m[:, l : l + 1], device=pop.device) for l in range(L)]
-        self.inactive = [None if self.active[:, l].all() else torch.tensor(~self.active[:, l : l + 1],
-                                                                          device=pop.device)
-                         for l in range(L)]
-        self.age = [torch.zeros(K, H, **dev) for H in self.widths]
+        self._setup_layers(pop, (self.rates["low"] > 0) | (self.rates["high"] > 0))
         self.u = [torch.zeros(K, H, **dev) for H in self.widths]  # running mean of the signed activation
         self.acc = {"low": np.zeros((K, L)), "high": np.zeros((K, L))}
-        self.maturity = Maturity(self.widths, self.m, self.active)
         clip = per_member_layer([math.inf if c is None else c for c in self._members(self.clip, K)], K, 1, "clip")
         self.clip_host = clip[:, 0]
         self._uniform_clip = float(clip[0, 0]) if (clip == clip[0, 0]).all() else None

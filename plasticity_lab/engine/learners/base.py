@@ -183,6 +183,25 @@ class UtilityLearner(EngineLearner):
         super().setup(pop)
         self._pop = pop
 
+    def _setup_layers(self, pop, active: np.ndarray) -> None:
+        """State shared by cbp and adapted once ``active`` (K, L) is known: the layers acted on,
+        (K, 1) device columns per layer of eta, 1 - eta and m, masks for layers on which only
+        some members act, the units' ages and the host-side maturity schedule."""
+        K, L = pop.K, pop.spec.num_hidden
+        dev = dict(device=pop.device, dtype=pop.dtype)
+        eta = per_member_layer(self.decay_rate, K, L, "decay_rate")
+        self.widths = list(pop.spec.sizes[1:-1])
+        self.m = per_member_layer(self.maturity_threshold, K, L, "maturity_threshold", np.int64)
+        self.active = active
+        self.layers = [l for l in range(L) if active[:, l].any()]
+        self.eta = [torch.tensor(eta[:, l : l + 1], **dev) for l in range(L)]
+        self.one_minus_eta = [torch.tensor(1.0 - eta[:, l : l + 1], **dev) for l in range(L)]
+        self.m_dev = [torch.tensor(self.m[:, l : l + 1], device=pop.device) for l in range(L)]
+        self.inactive = [None if active[:, l].all() else torch.tensor(~active[:, l : l + 1], device=pop.device)
+                         for l in range(L)]
+        self.age = [torch.zeros(K, H, **dev) for H in self.widths]
+        self.maturity = Maturity(self.widths, self.m, active)
+
     def after_load(self) -> None:
         """After a resume: the host-side maturity schedule, rebuilt from the restored ages."""
         self.maturity.rebuild(self._pop.t, self.age, self.active)

@@ -67,26 +67,13 @@ class ContinualBackprop(UtilityLearner):
 
     def setup(self, pop) -> None:
         super().setup(pop)
-        K, L, spec = pop.K, pop.spec.num_hidden, pop.spec
-        self.widths = list(spec.sizes[1:-1])
+        K, L = pop.K, pop.spec.num_hidden
         self.rho = per_member_layer(self.replacement_rate, K, L, "replacement_rate")
-        self.m = per_member_layer(self.maturity_threshold, K, L, "maturity_threshold", np.int64)
-        eta = per_member_layer(self.decay_rate, K, L, "decay_rate")
-        self.active = self.rho > 0
-        self.layers = [l for l in range(L) if self.active[:, l].any()]
-        # (K, 1) device columns per layer, and masks for populations where only some members act on a layer
+        self._setup_layers(pop, self.rho > 0)
         dev = dict(device=pop.device, dtype=pop.dtype)
-        self.eta = [torch.tensor(eta[:, l : l + 1], **dev) for l in range(L)]
-        self.one_minus_eta = [torch.tensor(1.0 - eta[:, l : l + 1], **dev) for l in range(L)]
-        self.m_dev = [torch.tensor(self.m[:, l : l + 1], device=pop.device) for l in range(L)]
-        self.inactive = [None if self.active[:, l].all() else torch.tensor(~self.active[:, l : l + 1],
-                                                                          device=pop.device)
-                         for l in range(L)]
-        self.age = [torch.zeros(K, H, **dev) for H in self.widths]
         self.f = [torch.zeros(K, H, **dev) for H in self.widths]  # running mean activation
         self.u = [torch.zeros(K, H, **dev) for H in self.widths]  # running utility
         self.acc = np.zeros((K, L))
-        self.maturity = Maturity(self.widths, self.m, self.active)
         self.reinit_gen = member_generators(pop, REINIT)
         self.util_gen = member_generators(pop, UTIL) if self.util_type == "random" else None
         self.coins = member_coins(pop, COIN) if not self.accumulate else None
