@@ -517,6 +517,11 @@ def parse_config(cfg) -> RunSettings:
     if network.norm == "batch" and batch == 1:
         raise ConfigError("batch_size=1: network.norm=batch needs batch_size > 1 (BatchNorm normalises over "
                           "the batch; SPEC 3.7 uses 5, 10, 50, 100)")
+    if network.norm == "batch" and not dataset.is_regression:
+        n = SPLIT_SIZES[dataset.split] if dataset.subset == "all" else dataset.images_per_task
+        if n % batch == 1:
+            raise ConfigError(f"dataset.images_per_task={n}, batch_size={batch}: a task's last batch would hold "
+                              f"one example, which network.norm=batch cannot normalise")
     if network.norm != "none" and learner.name not in ("bp", "l2"):
         raise ConfigError(f"network.norm={network.norm}: normalisation layers are offered with learner=bp or l2 "
                           f"only (the reset learners do not handle them), not learner={learner.name}")

@@ -108,6 +108,7 @@ def test_regression_datasets_compose_with_their_defaults_and_sizes():
     (["dataset=bit_flipping", "batch_size=3"], "dataset.bin_size"),
     (["dataset=bit_flipping", "probes.forgetting.every=1"], "probes.forgetting"),
     (["network.norm=batch"], "batch_size=1"),
+    (["network.norm=batch", "batch_size=3", "dataset.images_per_task=100"], "batch_size=3"),
     (["network.norm=group"], "network.norm"),
     (["network.norm=layer", "learner=cbp"], "network.norm"),
 ])
@@ -293,3 +294,36 @@ def test_permuted_fashion_mnist_train_split_smoke_run(tmp_path, monkeypatch):
     assert images.shape == (60_000, 784) and stream.pool == 60_000 and stream.examples_per_task == 200
     (info,) = run_population([MemberJob(cfg, tmp_path / "run")])
     assert info["status"] == "completed" and info["mean_accuracy"] > 0.1
+
+
+# ----------------------------------------------------------------------------- presets
+def test_new_presets_have_the_papers_settings():
+    from test_experiments import _sweep_params as _strings
+
+    def _sweep_params(name):
+        return {k: [float(v) if k != "method" and k != "activation" else v for v in vs]
+                for k, vs in _strings(name).items()}
+
+    s = _parse("experiment=dohare/slowly_changing_regression")
+    assert s.network.spec(s.dataset.num_inputs, s.dataset.num_outputs).sizes == (20, 5, 1)
+    assert (s.num_tasks * s.dataset.bin_size, s.dataset.flip_after, s.dataset.target_units) == (1_000_000, 10_000, 100)
+    assert _sweep_params("dohare/slowly_changing_regression")["optimizer.step_size"] == [0.01, 0.003, 0.001]
+    c = _parse("experiment=dohare/slowly_changing_regression_cbp")
+    assert (c.learner.name, c.optimizer.step_size) == ("cbp", 0.01)
+    assert _sweep_params("dohare/slowly_changing_regression_cbp")["learner.replacement_rate"] == \
+        [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
+    j = _parse("experiment=jucas/bit_flipping", "method=cbp_layer_6")
+    assert j.network.spec(20, 1).sizes == (20, 5, 5, 5, 5, 5, 5, 1)
+    assert (j.num_tasks * j.dataset.bin_size, j.dataset.flip_after, j.dataset.target_units) == (3_000_000, 2500, 500)
+    assert j.learner.replacement_rate == (0, 0, 0, 0, 0, 1e-3)
+    params = _sweep_params("jucas/bit_flipping")
+    assert params["activation"] == ["relu", "tanh", "swish", "sigmoid"] and "cbp_layer_6" in params["method"]
+    assert _sweep_params("jucas/bit_flipping_grid_cbp")["learner.replacement_rate"] == [1e-4, 1e-3, 1e-2]
+    assert _sweep_params("jucas/bit_flipping_grid_l2")["learner.weight_decay"] == [1e-4, 1e-3, 1e-2]
+    assert _sweep_params("jucas/bit_flipping_grid_bp")["optimizer.step_size"] == [5e-3, 1e-3, 5e-4, 1e-4]
+    b = _parse("experiment=purice/batchnorm")
+    assert (b.network.norm, b.backend_used, b.learner.name, b.network.depth, b.network.width) == \
+        ("batch", "reference", "bp", 3, 100)
+    assert _sweep_params("purice/batchnorm")["batch_size"] == [5, 10, 50, 100]
+    with pytest.raises(ConfigError, match="batch_size=1"):
+        _parse("experiment=purice/batchnorm", "batch_size=1")
