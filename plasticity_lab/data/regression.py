@@ -33,7 +33,7 @@ REGRESSION = 2**32 - 1
 NUM_BITS, FLIPPING_BITS = 20, 15
 
 
-def target_network(seed: int, num_units: int) -> dict[str, torch.Tensor]:
+def target_network(seed: int, num_units: int, beta: float = 0.7) -> dict[str, torch.Tensor]:
     """The fixed LTU target of ``seed``: W (M, 20), b (M,), v (M,), c (), tau (M,), all float64."""
     g = generator(seed, DATA, REGRESSION, 0)
 
@@ -41,7 +41,7 @@ def target_network(seed: int, num_units: int) -> dict[str, torch.Tensor]:
         return torch.randint(0, 2, shape, generator=g).double() * 2 - 1
 
     W, b, v, c = signs(num_units, NUM_BITS), signs(num_units), signs(num_units), signs(1)[0]
-    return {"W": W, "b": b, "v": v, "c": c, "tau": ltu_thresholds(W, b)}
+    return {"W": W, "b": b, "v": v, "c": c, "tau": ltu_thresholds(W, b, beta)}
 
 
 def ltu_thresholds(W: torch.Tensor, b: torch.Tensor, beta: float = 0.7) -> torch.Tensor:
@@ -60,8 +60,6 @@ def target_outputs(target: dict, x: torch.Tensor) -> torch.Tensor:
 class RegressionStream:
     """The bins (tasks) of K members, each from its own seed; chunks of (x (K,n,20), y (K,n))."""
 
-    kind = "regression"
-
     def __init__(self, seeds: list[int], bin_size: int, flip_after: int, num_target_units: int,
                  flip_one: bool = False, beta: float = 0.7, device="cpu", dtype=torch.float32,
                  chunk_examples: int = 1000):
@@ -72,11 +70,7 @@ class RegressionStream:
         self.device = torch.device(device)
         self.dtype = dtype
         self.chunk_examples = chunk_examples
-        self.targets = []
-        for s in self.seeds:
-            t = target_network(s, num_target_units)
-            t["tau"] = ltu_thresholds(t["W"], t["b"], beta)
-            self.targets.append(t)
+        self.targets = [target_network(s, num_target_units, beta) for s in self.seeds]
         self._flip_cache: dict[int, tuple[int, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ the generator
