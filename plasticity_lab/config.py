@@ -116,21 +116,55 @@ def _checked(default, fn):
 
 
 # --------------------------------------------------------------------------- sections
+IMAGE_DATASETS = ("permuted_mnist", "permuted_fashion_mnist")
+REGRESSION_DATASETS = ("bit_flipping", "slowly_changing_regression")
+_IMAGE_ONLY = ("split", "subset", "root", "download")
+_REGRESSION_ONLY = ("flip_after", "flip_one", "target_units", "beta")
+
+
 @dataclass(frozen=True)
 class DatasetSettings:
-    """Online permuted-image classification (SPEC 1)."""
+    """Online permuted-image classification (SPEC 1), or bit-flipping / slowly-changing
+    regression (SPEC 2; data/regression.py).
 
-    name: str = _check(_one_of("permuted_mnist", "permuted_fashion_mnist"))
+    The length of a "task" is ``images_per_task`` for image datasets and ``bin_size`` (steps
+    per recorded bin) for regression; the other one of this pair is ignored (debug=smoke sets
+    both). The remaining keys belong to one kind only and are refused on the other.
+    """
+
+    name: str = _check(_one_of(*IMAGE_DATASETS, *REGRESSION_DATASETS))
     split: str = _checked("test", _one_of("train", "test"))
     images_per_task: int = _checked(10_000, _positive)
     subset: str = _checked("fixed", _one_of(*SUBSETS))
     root: Union[str, None] = None  # folder with the IDX files; else $PLASTICITY_LAB_DATA, else the cache
     download: bool = True
+    # regression (SPEC 2)
+    bin_size: Union[int, None] = _checked(None, _positive)  # steps per bin = per recorded "task"
+    flip_after: int = _checked(10_000, _positive)  # steps per period (the 15 flipping bits constant)
+    flip_one: bool = False  # at a period boundary toggle one random flipping bit (else redraw all 15)
+    target_units: int = _checked(100, _positive)  # M, the target network's LTUs
+    beta: float = _checked(0.7, _finite())  # LTU threshold parameter
 
     @property
     def source(self) -> str:
         """Which IDX files: ``mnist`` or ``fashion_mnist``."""
         return self.name.removeprefix("permuted_")
+
+    @property
+    def is_regression(self) -> bool:
+        return self.name in REGRESSION_DATASETS
+
+    @property
+    def num_inputs(self) -> int:
+        return 20 if self.is_regression else 784
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.is_regression else 10
+
+    @property
+    def loss(self) -> str:
+        return "squared_error" if self.is_regression else "cross_entropy"
 
 
 @dataclass(frozen=True)
@@ -140,6 +174,7 @@ class NetworkSettings:
     width: Any = _check(lambda v: None)  # int, or one int per hidden layer
     depth: int = _check(_positive)
     activation: Any = _check(lambda v: None)  # str, or one str per hidden layer
+    norm: str = _checked("none", _one_of("none", "batch", "layer"))  # SPEC 3.7: reference backend only
 
     def per_layer(self, key: str) -> list:
         value = getattr(self, key)
@@ -372,6 +407,12 @@ class RunSettings:
     optimizer: Any = None  # SGDSettings | AdamSettings
     probes: Any = None  # probes.settings.ProbeSettings (SPEC 4); no `probes` section -> all probes off
 
+    @property
+    def backend_used(self) -> str:
+        """The backend that trains: the engine does not cover normalisation layers, so a
+        network with ``network.norm`` != none always runs on the reference backend."""
+        return "reference" if self.network.norm != "none" else self.backend
+
 
 SECTIONS = {"dataset": DatasetSettings, "network": NetworkSettings, "optimizer": OptimizerSettings}
 
@@ -471,8 +512,25 @@ def parse_config(cfg) -> RunSettings:
                               f"not learner={node['learner'].get('name')}")
     learner = _registered(LEARNERS, node["learner"], "learner").resolve(network)
     optimizer = _registered(OPTIMIZERS, node["optimizer"], "optimizer")
-    dataset = DatasetSettings(**_read(DatasetSettings, node["dataset"], "dataset"))
-    if dataset.subset != "all" and dataset.images_per_task > SPLIT_SIZES[dataset.split]:
+    dataset = _dataset(node["dataset"])
+    batch = top.get("batch_size", 1)
+    if network.norm == "batch" and batch == 1:
+        raise ConfigError("batch_size=1: network.norm=batch needs batch_size > 1 (BatchNorm normalises over "
+                          "the batch; SPEC 3.7 uses 5, 10, 50, 100)")
+    if network.norm == "batch" and not dataset.is_regression:
+        n = SPLIT_SIZES[dataset.split] if dataset.subset == "all" else dataset.images_per_task
+        if n % batch == 1:
+            raise ConfigError(f"dataset.images_per_task={n}, batch_size={batch}: a task's last batch would hold "
+                              f"one example, which network.norm=batch cannot normalise")
+    if network.norm != "none" and learner.name not in ("bp", "l2"):
+        raise ConfigError(f"network.norm={network.norm}: normalisation layers are offered with learner=bp or l2 "
+                          f"only (the reset learners do not handle them), not learner={learner.name}")
+    if dataset.is_regression:
+        for key, value in (("dataset.bin_size", dataset.bin_size), ("dataset.flip_after", dataset.flip_after)):
+            if value % batch:
+                raise ConfigError(f"{key}={value}: must be a multiple of batch_size={batch} "
+                                  f"(bins and periods end on a batch boundary)")
+    elif dataset.subset != "all" and dataset.images_per_task > SPLIT_SIZES[dataset.split]:
         raise ConfigError(f"dataset.images_per_task={dataset.images_per_task}: the {dataset.split} split "
                           f"has only {SPLIT_SIZES[dataset.split]} images")
     settings = RunSettings(
@@ -484,6 +542,18 @@ def parse_config(cfg) -> RunSettings:
         probes=_probes(node.get("probes"), dataset),
     )
     return settings
+
+
+def _dataset(node: dict) -> DatasetSettings:
+    dataset = DatasetSettings(**_read(DatasetSettings, node, "dataset"))
+    foreign = _IMAGE_ONLY if dataset.is_regression else _REGRESSION_ONLY
+    kind = "image" if dataset.is_regression else "regression"
+    for key in foreign:
+        if key in node:
+            raise ConfigError(f"dataset.{key}: a key of the {kind} datasets, not of dataset.name={dataset.name}")
+    if dataset.is_regression and dataset.bin_size is None:
+        raise ConfigError(f"dataset.bin_size: missing value (steps per recorded bin of {dataset.name})")
+    return dataset
 
 
 def _probes(node, dataset):

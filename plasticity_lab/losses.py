@@ -18,3 +18,16 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor):
     correct = (logits.argmax(dim=-1) == y).sum(dim=1)
     grad = (logp.exp() - onehot) / logits.shape[1]
     return loss_sum, correct, grad
+
+
+def squared_error(pred: torch.Tensor, y: torch.Tensor):
+    """Squared error (SPEC 2) of predictions (K, B, 1) for targets y (K, B): per-member SUM of
+    (y_hat - y)^2, None (no accuracy), and the gradient of the per-member MEAN squared error,
+    2 (y_hat - y) / B. [D]'s convention: torch's MSELoss, (y_hat - y)^2 without a factor 1/2."""
+    err = pred[..., 0] - y
+    loss_sum = (err.double() ** 2).sum(dim=1)
+    grad = (2.0 / pred.shape[1]) * err.unsqueeze(-1)
+    return loss_sum, None, grad
+
+
+LOSSES = {"cross_entropy": "classification", "squared_error": "regression"}

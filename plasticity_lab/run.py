@@ -28,6 +28,7 @@ from . import checkpoint
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream
+from .data.regression import RegressionStream
 from .engine import Population
 from .engine.learners import learner_from_settings
 from .engine.state import load_member_states, member_state
@@ -60,25 +61,27 @@ def resolve_device(name: str) -> torch.device:
 def build_backend(settings: list[RunSettings], device, dtype):
     """The members' networks, optimisers and reset learners on the configured backend."""
     s = settings[0]
-    spec = s.network.spec(784, 10)
-    if s.backend == "reference":
-        return ReferencePopulation.from_settings(spec, settings, device, dtype)
+    spec = s.network.spec(s.dataset.num_inputs, s.dataset.num_outputs)
+    if s.backend_used == "reference":
+        return ReferencePopulation.from_settings(spec, settings, device, dtype, loss=s.dataset.loss)
     opt = [m.optimizer for m in settings]
     return Population(spec, [m.seed for m in settings], [o.step_size for o in opt],
                       [m.learner.weight_decay for m in settings], device, dtype, optimizer=s.optimizer.name,
                       momentum=[getattr(o, "momentum", 0.0) for o in opt],
                       betas=[tuple(getattr(o, "betas", (0.9, 0.999))) for o in opt],
                       eps=[getattr(o, "eps", 1e-8) for o in opt],
-                      learner=learner_from_settings([m.learner for m in settings]))
+                      learner=learner_from_settings([m.learner for m in settings]), loss=s.dataset.loss)
 
 
 def run(cfg: DictConfig) -> float:
-    """Train the single Hydra job ``cfg`` into Hydra's output folder; returns its mean accuracy."""
+    """Train the single Hydra job ``cfg`` into Hydra's output folder; returns its mean accuracy
+    (regression datasets: its mean squared error)."""
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     job = MemberJob(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), list(hc.overrides.task))
-    return run_population([job])[0]["mean_accuracy"]
+    info = run_population([job])[0]
+    return info["mean_error"] if "mean_error" in info else info["mean_accuracy"]
 
 
 def run_population(members: list[MemberJob], population_id: str | None = None) -> list[dict]:
@@ -156,7 +159,7 @@ def _run_live(members, settings, priors, start_task: int, population_id: str) ->
                 "seed": s.seed, "member_index": k, "population_id": population_id, "population_size": len(members),
                 "num_tasks": s.num_tasks, "tasks_completed": 0, "diverged_at_task": None, "error": None,
                 "git_commit": commit, "git_dirty": dirty, "versions": package_versions(),
-                "device": str(device), "backend": s.backend,
+                "device": str(device), "backend": s.backend_used,
                 "choices": m.choices, "overrides": m.overrides,
             }, s0.metrics_flush_seconds)
             for k, (m, s) in enumerate(zip(members, settings))
@@ -168,13 +171,14 @@ def _run_live(members, settings, priors, start_task: int, population_id: str) ->
                 atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(m.cfg))
     status = ["running"] * len(members)
     try:
-        images, labels = load_idx_dataset(s0.dataset.source, s0.dataset.split, s0.dataset.root, s0.dataset.download)
-        images, labels = torch.from_numpy(images), torch.from_numpy(labels)
-        stream = PermutedImageStream(images, labels, [s.seed for s in settings], s0.dataset.images_per_task,
-                                     s0.dataset.subset, device, dtype)
+        stream, images, labels = build_stream(settings, device, dtype)
         backend = build_backend(settings, device, dtype)
-        log.info("training %d member(s) on %s, %s backend, %d tasks of %d examples", len(members), device,
-                 s0.backend, s0.num_tasks, stream.examples_per_task)
+        if s0.backend_used != s0.backend:
+            log.info("network.norm=%s: the engine has no normalisation layers, training on the reference backend",
+                     s0.network.norm)
+        log.info("training %d member(s) on %s, %s backend, %d %s of %d examples", len(members), device,
+                 s0.backend_used, s0.num_tasks, "bins" if s0.dataset.is_regression else "tasks",
+                 stream.examples_per_task)
         probes = build_probes(s0, stream, backend, recorders, images, labels,
                               math.ceil(stream.examples_per_task / s0.batch_size))
         run = _Training(s0, stream, backend, recorders, status, probes,
@@ -190,6 +194,18 @@ def _run_live(members, settings, priors, start_task: int, population_id: str) ->
     return [r.info for r in recorders]
 
 
+def build_stream(settings: list[RunSettings], device, dtype):
+    """(the members' data stream, the split's images, labels) — images/labels None for regression."""
+    d = settings[0].dataset
+    seeds = [s.seed for s in settings]
+    if d.is_regression:
+        return RegressionStream(seeds, d.bin_size, d.flip_after, d.target_units, d.flip_one, d.beta,
+                                device, dtype), None, None
+    images, labels = load_idx_dataset(d.source, d.split, d.root, d.download)
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    return PermutedImageStream(images, labels, seeds, d.images_per_task, d.subset, device, dtype), images, labels
+
+
 class _Training:
     """The task loop of one population, and its checkpoints."""
 
@@ -198,13 +214,17 @@ class _Training:
         self.s, self.stream, self.backend, self.recorders = s, stream, backend, recorders
         self.status, self.probes = status, probes
         self.settings_records, self.out_dirs = settings_records, out_dirs
-        self.accuracies: list[list[float]] = [[] for _ in recorders]
+        self.accuracies: list[list[float]] = [[] for _ in recorders]  # regression: the bins' mean errors
+        self.regression = s.dataset.is_regression
+        self.period_sum = torch.zeros(len(recorders), dtype=torch.float64)  # regression: error of the open period
         self._last_checkpoint = -math.inf
 
     def restore(self, states: list[dict]) -> None:
         self.backend.load_member_states([st["backend"] for st in states])
         load_member_states(self.probes, [st["probes"] for st in states])
         self.accuracies = [list(st["accuracies"]) for st in states]
+        if self.regression:
+            self.period_sum = torch.tensor([st["period_sum"] for st in states], dtype=torch.float64)
 
     def checkpoint(self, task: int) -> None:
         """Every running member's state at the start of ``task`` (after its probes), atomically."""
@@ -215,6 +235,7 @@ class _Training:
                 checkpoint.save(self.out_dirs[k], {
                     "next_task": task, "settings": self.settings_records[k], "info": r.info, "rows": r.rows,
                     "accuracies": self.accuracies[k], "backend": self.backend.member_state(k),
+                    "period_sum": float(self.period_sum[k]),
                     "probes": member_state(self.probes, k, K)})
         self._last_checkpoint = time.monotonic()
 
@@ -230,29 +251,70 @@ class _Training:
                 self.probes.before_task(task, self.status)
             if time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds and not (resumed and task == start_task):
                 self.checkpoint(task)
-            for x, y in stream.chunks(task, s.batch_size):
-                backend.train(x, y, s.batch_size)
-            self._record(task, (task + 1) * steps_per_task, *backend.take_totals(), backend.take_counts())
+            if self.regression:
+                totals = self._train_bin(task), torch.zeros(len(self.recorders), dtype=torch.long)
+            else:
+                for x, y in stream.chunks(task, s.batch_size):
+                    backend.train(x, y, s.batch_size)
+                totals = backend.take_totals()
+            self._record(task, (task + 1) * steps_per_task, *totals, backend.take_counts())
             live = [self.accuracies[k][-1] for k in range(len(self.recorders)) if self.status[k] == "running"]
             if not live:
                 break
-            bar.set_postfix(acc=f"{sum(live) / len(live):.3f}")
+            if self.regression:
+                bar.set_postfix(error=f"{sum(live) / len(live):.4g}")
+            else:
+                bar.set_postfix(acc=f"{sum(live) / len(live):.3f}")
         self.probes.finish(task + 1, self.status)
         for k, r in enumerate(self.recorders):
             if self.status[k] == "running":
                 self.status[k] = "completed"
-                r.finish("completed", mean_accuracy=_mean(self.accuracies[k]))
+                r.finish("completed", **self._summary(k))
                 checkpoint.remove(self.out_dirs[k])
 
+    def _summary(self, k: int) -> dict:
+        return {"mean_error" if self.regression else "mean_accuracy": _mean(self.accuracies[k])}
+
+    def _train_bin(self, task: int) -> None:
+        """Regression (SPEC 2): train on bin ``task`` and record ``period_error`` (the mean squared
+        online error of a period; row task = the period's index, step = its last step) whenever a
+        period ends. The bin's own totals stay in the backend for ``_record``."""
+        s, stream, backend = self.s, self.stream, self.backend
+        n, P = stream.examples_per_task, stream.flip_after
+        done = task * n  # steps before this bin (batch 1: steps = examples)
+        bin_sum = torch.zeros(len(self.recorders), dtype=torch.float64)
+        for x, y in stream.chunks(task, s.batch_size):
+            start = 0
+            while start < x.shape[1]:  # cut the chunk at period boundaries
+                end = min(x.shape[1], start + P - (done % P))
+                backend.train(x[:, start:end], y[:, start:end], s.batch_size)
+                loss, _ = backend.take_totals()
+                bin_sum += loss
+                self.period_sum += loss
+                done += end - start
+                start = end
+                if done % P == 0:
+                    period = done // P - 1
+                    for k, r in enumerate(self.recorders):
+                        if self.status[k] == "running":
+                            r.add(period, done // s.batch_size, "period_error", float(self.period_sum[k]) / P)
+                    self.period_sum.zero_()
+        return bin_sum
+
     def _record(self, task: int, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, counts: dict) -> None:
-        """Per member: the task's online accuracy and mean loss; a non-finite loss means diverged."""
+        """Per member: the task's online accuracy and mean loss (regression: the bin's mean squared
+        online error, metric ``error``); a non-finite loss means diverged."""
         n = self.stream.examples_per_task
         for k, r in enumerate(self.recorders):
             if self.status[k] != "running":
                 continue
             acc, loss = float(correct[k]) / n, float(loss_sum[k]) / n
-            r.add(task, step, "accuracy", acc)
-            r.add(task, step, "loss", loss)
+            if self.regression:
+                acc = loss
+                r.add(task, step, "error", loss)
+            else:
+                r.add(task, step, "accuracy", acc)
+                r.add(task, step, "loss", loss)
             for metric, per_layer in counts.items():  # units reset / rescaled per hidden layer (SPEC 4)
                 for l, c in enumerate(per_layer[k]):
                     r.add(task, step, metric, int(c), layer=l + 1)
@@ -261,8 +323,7 @@ class _Training:
                 self.status[k] = "diverged"
                 self.backend.freeze(k)
                 log.warning("member %d (seed %d) diverged in task %d", k, r.info["seed"], task)
-                r.finish("diverged", diverged_at_task=task, tasks_completed=task + 1,
-                         mean_accuracy=_mean(self.accuracies[k]))
+                r.finish("diverged", diverged_at_task=task, tasks_completed=task + 1, **self._summary(k))
                 checkpoint.remove(self.out_dirs[k])
             else:
                 r.info["tasks_completed"] = task + 1

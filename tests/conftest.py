@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 register_resolvers()
+# Subprocesses the tests start (train.py, launcher and submitit workers) import this checkout's
+# plasticity_lab, not whichever copy the virtual environment has installed (e.g. another worktree).
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 torch.set_num_threads(1)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..activations import get_activation
-from ..losses import cross_entropy
+from ..losses import cross_entropy, squared_error
 from ..network import NetworkSpec, initial_parameters
 from .optim import make_optimizer
 from .state import load_member_states, member_state
@@ -52,8 +52,11 @@ class Population:
 
     def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
                  device="cpu", dtype=torch.float32, optimizer: str = "sgd", momentum=0.0,
-                 betas=(0.9, 0.999), eps=1e-8, learner=None):
+                 betas=(0.9, 0.999), eps=1e-8, learner=None, loss: str = "cross_entropy"):
+        if loss not in ("cross_entropy", "squared_error"):
+            raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, squared_error")
         self.spec = spec
+        self.loss = loss
         self.K = len(seeds)
         self.seeds = list(seeds)
         self.t = 0
@@ -113,9 +116,12 @@ class Population:
         """One test-then-train SGD step on batch (x (K,B,in), y (K,B)); accumulates loss and hits."""
         self.t += 1
         logits, fwd = self.forward(x)
-        loss_sum, correct, grad = cross_entropy(logits, y, self.eye[y])
+        if self.loss == "squared_error":  # regression (SPEC 2): no accuracy
+            loss_sum, _, grad = squared_error(logits, y)
+        else:
+            loss_sum, correct, grad = cross_entropy(logits, y, self.eye[y])
+            self.correct += correct
         self.loss_sum += loss_sum
-        self.correct += correct
         if self.optimizer.fused:
             self._sgd_backward(grad.mul_(self._alpha), fwd)
         else:
@@ -231,14 +237,18 @@ class Population:
 
     @torch.no_grad()
     def example_deltas(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per-example backward quantities of the per-example loss l_i = CE(logits_i, y_i).
+        """Per-example backward quantities of the per-example loss l_i = CE(logits_i, y_i)
+        (regression: l_i = (y_hat_i - y_i)^2).
 
         Returns (inputs [x, h1 .. hL], deltas [D_1 .. D_{L+1}]) with D_l[i] = dl_i / dz_l[i]
         the gradient w.r.t. the pre-activation of linear layer l, each (K, S, n); the
         per-example gradient of layer l is D_l[i] (x) inputs[l-1][i] (weights) and D_l[i] (bias).
         """
         logits, fwd = self.forward(x)
-        delta = torch.softmax(logits, dim=-1) - self.eye[y]
+        if self.loss == "squared_error":
+            delta = 2.0 * (logits - y.unsqueeze(-1))
+        else:
+            delta = torch.softmax(logits, dim=-1) - self.eye[y]
         deltas = [delta]
         for l in range(len(self.W) - 1, 0, -1):
             delta = self.acts[l - 1].backward(torch.bmm(delta, self.W[l]), fwd.pre[l - 1], fwd.inputs[l])

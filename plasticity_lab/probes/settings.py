@@ -192,6 +192,9 @@ def check_holdout(settings: ProbeSettings, dataset) -> None:
     f = settings.forgetting
     if not f.enabled:
         return
+    if dataset.is_regression:
+        raise ConfigError(f"probes.forgetting: measures past permuted-image tasks; dataset.name={dataset.name} "
+                          "has none (turn it off: probes.forgetting.every=0 probes.forgetting.tasks=[])")
     size = SPLIT_SIZES[dataset.split]
     off = "or turn the probe off (probes.forgetting.every=0 probes.forgetting.tasks=[])"
     if dataset.subset != "fixed":

@@ -20,8 +20,17 @@ from ..network import NetworkSpec, initial_parameters
 from .optim import ReadableAdam
 
 
-def build_mlp(spec: NetworkSpec, seed: int) -> nn.Sequential:
-    """Linear -> activation per hidden layer, linear output; weights from the seed's init stream."""
+NORMS = ("none", "batch", "layer")
+
+
+def build_mlp(spec: NetworkSpec, seed: int, norm: str = "none") -> nn.Sequential:
+    """Linear -> activation per hidden layer, linear output; weights from the seed's init stream.
+
+    ``norm`` (SPEC 3.7, [P] appendix): ``batch`` puts nn.BatchNorm1d, ``layer`` nn.LayerNorm
+    (torch defaults: eps 1e-5, affine, BN momentum 0.1) between every hidden Linear and its
+    activation; ``none`` (default) is the plain MLP of SPEC 1."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; known: {NORMS}")
     layers: list[nn.Module] = []
     params = initial_parameters(spec, seed)
     for l, (W, b) in enumerate(params):
@@ -30,6 +39,9 @@ def build_mlp(spec: NetworkSpec, seed: int) -> nn.Sequential:
             linear.weight.copy_(W)
             linear.bias.copy_(b)
         layers.append(linear)
+        if l < spec.num_hidden and norm != "none":
+            width = spec.sizes[l + 1]
+            layers.append(nn.BatchNorm1d(width) if norm == "batch" else nn.LayerNorm(width))
         if l < spec.num_hidden:
             layers.append(get_activation(spec.activations[l]).module())
     return nn.Sequential(*layers)
@@ -44,11 +56,23 @@ class ReferenceLearner:
 
     def __init__(self, spec: NetworkSpec, seed: int, step_size: float, weight_decay: float = 0.0,
                  device="cpu", optimizer: str = "sgd", momentum: float = 0.0, betas=(0.9, 0.999),
-                 eps: float = 1e-8, learner=None, dtype=torch.float32):
+                 eps: float = 1e-8, learner=None, dtype=torch.float32, loss: str = "cross_entropy",
+                 norm: str = "none"):
+        if loss not in ("cross_entropy", "squared_error"):
+            raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, squared_error")
         self.spec = spec
         self.seed = seed
-        self.net = build_mlp(spec, seed).to(device, dtype)
+        self.loss = loss
+        self.net = build_mlp(spec, seed, norm).to(device, dtype)
         self.linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        # positions of the hidden activations in self.net (their outputs are the features)
+        self._feature_at = set()
+        seen = 0
+        for i, m in enumerate(self.net):
+            if isinstance(m, nn.Linear):
+                seen += 1
+            elif not isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)) and seen <= spec.num_hidden:
+                self._feature_at.add(i)
         if optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.net.parameters(), lr=step_size, momentum=momentum,
                                              weight_decay=weight_decay)
@@ -62,16 +86,21 @@ class ReferenceLearner:
             learner.setup(self)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One optimiser step on a batch x (B, in), y (B,): mean cross-entropy, test-then-train."""
+        """One optimiser step on a batch x (B, in), y (B,): mean cross-entropy (regression: mean
+        squared error (y_hat - y)^2, [D]'s MSELoss; correct = 0), test-then-train."""
         features = []
         h = x
         for i, module in enumerate(self.net):
             h = module(h)
-            if i % 2 == 1:  # Linear, activation, Linear, activation, ..., Linear
+            if i in self._feature_at:  # Linear, [norm,] activation, ..., Linear
                 features.append(h.detach())
         logits = h
-        loss = F.cross_entropy(logits, y)
-        correct = int((logits.argmax(dim=-1) == y).sum())
+        if self.loss == "squared_error":
+            loss = F.mse_loss(logits[:, 0], y)
+            correct = 0
+        else:
+            loss = F.cross_entropy(logits, y)
+            correct = int((logits.argmax(dim=-1) == y).sum())
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

@@ -7,6 +7,7 @@ same recording), so engine-vs-reference comparisons run through the same code pa
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,15 +47,18 @@ class ReferencePopulation:
         self.frozen = [False] * self.K
 
     @classmethod
-    def from_settings(cls, spec: NetworkSpec, settings: list, device="cpu", dtype=torch.float32):
-        """One ReferenceLearner per member's parsed RunSettings (optimiser and learner included)."""
+    def from_settings(cls, spec: NetworkSpec, settings: list, device="cpu", dtype=torch.float32,
+                      loss: str = "cross_entropy"):
+        """One ReferenceLearner per member's parsed RunSettings (optimiser, learner and
+        normalisation included)."""
         members = []
         for s in settings:
             opt = s.optimizer
             members.append(ReferenceLearner(
                 spec, s.seed, opt.step_size, s.learner.weight_decay, device, optimizer=opt.name,
                 momentum=getattr(opt, "momentum", 0.0), betas=getattr(opt, "betas", (0.9, 0.999)),
-                eps=getattr(opt, "eps", 1e-8), learner=reference_learner(s.learner), dtype=dtype))
+                eps=getattr(opt, "eps", 1e-8), learner=reference_learner(s.learner), dtype=dtype,
+                loss=loss, norm=s.network.norm))
         return cls(spec, [s.seed for s in settings], None, None, device, dtype, members=members)
 
     def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1) -> None:
@@ -106,13 +110,15 @@ class ReferencePopulation:
     # The engine's measurement interface (plasticity_lab.probes), one member at a time.
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (K, B, C) for inputs x (K, B, in)."""
-        return torch.stack([m.net(x[k]) for k, m in enumerate(self.members)])
+        """Logits (K, B, C) for inputs x (K, B, in) (normalisation layers in eval mode)."""
+        with _evaluating(self.members):
+            return torch.stack([m.net(x[k]) for k, m in enumerate(self.members)])
 
     @torch.no_grad()
     def hidden_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Post-activation features [h1 .. hL], each (K, B, H): the inputs of linear layers 2 .. L+1."""
-        per_member = [_linear_io(m.net, x[k])[0][1:] for k, m in enumerate(self.members)]
+        with _evaluating(self.members):
+            per_member = [_linear_io(m.net, x[k])[0][1:] for k, m in enumerate(self.members)]
         return [torch.stack(layer) for layer in zip(*per_member)]
 
     def stacked_parameters(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -129,13 +135,29 @@ class ReferencePopulation:
         examples). Uses ``torch.autograd.grad``, so no ``.grad`` is written.
         """
         inputs, deltas = [], []
-        with torch.enable_grad():
+        with torch.enable_grad(), _evaluating(self.members):
             for k, m in enumerate(self.members):
                 ins, outs, logits = _linear_io(m.net, x[k])
-                loss = F.cross_entropy(logits, y[k], reduction="sum")
+                if m.loss == "squared_error":
+                    loss = ((logits[:, 0] - y[k]) ** 2).sum()
+                else:
+                    loss = F.cross_entropy(logits, y[k], reduction="sum")
                 deltas.append([d.detach() for d in torch.autograd.grad(loss, outs)])
                 inputs.append([h.detach() for h in ins])
         return [torch.stack(t) for t in zip(*inputs)], [torch.stack(t) for t in zip(*deltas)]
+
+
+@contextmanager
+def _evaluating(members):
+    """Probes measure, never train: BatchNorm uses (and keeps) its running statistics."""
+    modes = [m.net.training for m in members]
+    for m in members:
+        m.net.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(members, modes):
+            m.net.train(mode)
 
 
 def _linear_io(net: nn.Module, x: torch.Tensor):
