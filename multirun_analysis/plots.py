@@ -137,20 +137,19 @@ def plot_curves(df: pd.DataFrame, metric: str = "accuracy", window: int = 5, con
     seeds = "/".join(str(v) for v in sorted(set(info["n_seeds"])))
     fig.suptitle(title or f"{metric_label(metric)[0]} per task\n(running mean over {window} tasks; "
                           f"mean ± std over {seeds} seeds)", fontsize="medium")
-    _legend(fig, axes[0][0], outside=len(layers) > 1 or len(info) > 4)
+    _legend(fig, axes[0][0])
     return fig
 
 
-def _legend(fig: Figure, ax, outside: bool) -> None:
+def _legend(fig: Figure, ax) -> None:
+    """The axes' legend below the panels, outside them: it never hides a curve (inside, the
+    lowest curve's end, where a loss of plasticity shows, is where a legend tends to sit)."""
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
-    if outside:
-        ncols = 1 if max(map(len, labels)) > 45 else min(len(labels), 3)
-        fig.legend(handles, labels, fontsize="small", loc="outside lower center", ncols=ncols)
-        fig.set_figheight(fig.get_figheight() + 0.2 * int(np.ceil(len(labels) / ncols)))
-    else:
-        ax.legend(fontsize="small", loc="best")
+    ncols = 1 if max(map(len, labels)) > 45 else min(len(labels), 3)
+    fig.legend(handles, labels, fontsize="small", loc="outside lower center", ncols=ncols)
+    fig.set_figheight(fig.get_figheight() + 0.2 * int(np.ceil(len(labels) / ncols)))
 
 
 # ------------------------------------------------------------------------ summaries
@@ -229,7 +228,7 @@ def plot_vs(df: pd.DataFrame, x: str, stat: str = "mean_accuracy", log: bool = T
     ax.set_xlabel(key_label(x) + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(stat_label(stat))
     ax.grid(alpha=0.3, which="both")
-    _legend(fig, ax, outside=len(lines) > 4)
+    _legend(fig, ax)
     ax.set_title(f"{stat_label(stat)} vs {x.split('.')[-1]}\nmean ± std over seeds", fontsize="medium")
     return fig
 
@@ -364,7 +363,7 @@ def plot_runtime(df: pd.DataFrame) -> Figure:
     ax.set_title(f"Runtime: mean ± std over {seeds} runs per condition", fontsize="medium")
     if ax.get_legend() is not None:
         ax.get_legend().remove()
-    _legend(fig, ax, outside=True)
+    _legend(fig, ax)
     return fig
 
 

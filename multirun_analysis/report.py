@@ -8,11 +8,12 @@ Layout of the folder (never an existing non-empty folder; default
     figures/  accuracy.{png,pdf}, <metric>.{png,pdf}, grid_*.*, vs_*.*, grad_covariance.*, runtime.*
 
 What goes in: the summary table (mean per-task accuracy over all tasks, Purice 2025;
-last 15% of tasks, Jucas 2025), a pivot table when two keys vary (or ``rows``/``cols``
-are given), the winning configuration as Hydra overrides, accuracy curves (running
-window of 5 tasks, mean ± std over seeds), one curve figure per other metric (per
-layer where recorded per layer), grid heatmaps and metric-vs-rate plots for numeric
-swept keys, gradient covariance heatmaps and the runtime table when runs recorded them.
+last 15% of tasks, Jucas 2025), a pivot table when two keys form a grid
+(``tables.is_grid``; or ``rows``/``cols`` are given), the winning configuration as Hydra
+overrides, accuracy curves (running window of 5 tasks, mean ± std over seeds), one curve
+figure per other metric (per layer where recorded per layer), grid heatmaps for numeric
+keys that form a grid and metric-vs-rate plots for numeric swept keys, gradient covariance
+heatmaps and the runtime table when runs recorded them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .grid import best
 from .loading import load_runs
 from .names import format_value, key_label, metric_label
 from .summaries import condition_keys_of, condition_summaries, run_summaries, stat_names
-from .tables import pivot_table, summary_table
+from .tables import is_grid, pivot_table, summary_table
 
 log = logging.getLogger("multirun_analysis")
 
@@ -163,7 +164,9 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
         w.figure(lambda: plots.plot_curves(df, metric, window=window, conditions=shown), metric,
                  f"{metric_label(metric)[0]} per task, running mean over {window} tasks{note}")
         numeric = plots.numeric_keys(df)
-        for x, y in list(itertools.combinations(numeric, 2))[:3]:
+        grids = [(x, y) for x, y in itertools.combinations(numeric, 2)
+                 if is_grid(df[df[x].notna() & df[y].notna()], y, x)]
+        for x, y in grids[:3]:
             sub = df[df[x].notna() & df[y].notna()]
             for stat in stats:
                 w.figure(lambda sub=sub, x=x, y=y, stat=stat: plots.plot_grid(sub, x, y, stat=stat),
@@ -192,15 +195,16 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
 
 
 def _default_pivot(df: pd.DataFrame, keys: list[str]):
-    """(rows, cols): across, the first condition key (usually the learner); down, the other key
-    that every run has, with the fewest values (usually the activation). None if there is none."""
-    if len(keys) < 2:
-        return None
+    """(rows, cols) of the first grid (``is_grid``) among the condition keys: across, the
+    earliest key (usually the learner); down, a key every run has, fewest values first
+    (usually the activation). None when no two keys form a grid."""
     runs = df.drop_duplicates("run_id")
-    full = [k for k in keys[1:] if runs[k].notna().all()]
-    if not full:
-        return None
-    return min(full, key=lambda k: runs[k].astype(str).nunique()), keys[0]
+    full = sorted((k for k in keys if runs[k].notna().all()), key=lambda k: runs[k].astype(str).nunique())
+    for cols in keys:
+        for rows in full:
+            if rows != cols and is_grid(runs, rows, cols):
+                return rows, cols
+    return None
 
 
 def _pm(mean: float, std: float, metric: str) -> str:

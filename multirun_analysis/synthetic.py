@@ -85,6 +85,9 @@ def write_run(
         "diverged_at_task": diverged_at_task,
         "error": error,
     }
+    for metric, key in (("accuracy", "mean_accuracy"), ("error", "mean_error")):  # as the training side writes
+        if isinstance(metrics.get(metric), (list, tuple, np.ndarray)) and status in ("completed", "diverged"):
+            info[key] = float(np.nanmean(np.asarray(metrics[metric], dtype=float)))
     (path / "run.json").write_text(json.dumps(info, indent=1))
     (path / "metrics.csv").write_text(_metrics_csv(metrics, steps_per_task))
     for name, per_task in (arrays or {}).items():

@@ -7,6 +7,8 @@ condition of each column is marked.
 another (e.g. rows ``choice.activation``, columns ``choice.learner``); where other
 keys vary too, each cell shows the best of them (named in ``Table.chosen``); the best
 cell of each row is marked, as in Jucas 2025 Table 1.
+``is_grid``: whether two keys vary independently, i.e. whether their pivot says more
+than the summary table (reports pivot and draw heatmaps only then).
 
 Cells read "mean ± std" over seeds, accuracy in percent with one decimal; the std
 is left out when there is one seed. Bold marks the best in Markdown and LaTeX, the
@@ -16,6 +18,7 @@ is left out when there is one seed. Bold marks the best in Markdown and LaTeX, t
 from __future__ import annotations
 
 import io
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -246,6 +249,18 @@ def pivot_table(df: pd.DataFrame, rows: str, cols: str, stat: str = "last15", la
              f"rows {key_label(rows)}, columns {key_label(cols)}.")
     return Table(mean=mean, std=std, n=n, is_best=_mark_best(mean, maximize, best), title=title,
                  row_header=key_label(rows), decimals=decimals, chosen=chosen, notes=notes)
+
+
+def is_grid(df: pd.DataFrame, rows: str, cols: str) -> bool:
+    """True when ``rows`` and ``cols`` vary independently: two values of each occur in all
+    four combinations somewhere (a 2 x 2 sub-grid). A pivot of keys that only vary together
+    (the method and learner of a ``method`` sweep: a diagonal) or side by side (one learner's
+    strategies next to the others' "—") would be the summary table's rows rearranged."""
+    runs = df.drop_duplicates("run_id")
+    columns = {}
+    for r, c in zip(runs[rows].map(value_text), runs[cols].map(value_text)):
+        columns.setdefault(r, set()).add(c)
+    return any(len(a & b) >= 2 for a, b in itertools.combinations(columns.values(), 2))
 
 
 def value_text(value) -> str:

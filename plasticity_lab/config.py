@@ -563,10 +563,23 @@ def _probes(node, dataset):
 
 
 def _registered(registry: dict, node: dict, section: str):
-    """The schema of ``registry`` named by ``node['name']``, read from ``node``."""
+    """The schema of ``registry`` named by ``node['name']``, read from ``node``.
+
+    A key of another option (``learner.util_type`` with learner=bp: the section is open to any
+    key so that sweeps over methods compose, see conf/train.yaml) is refused naming the options
+    that have it."""
     name = node.get("name")
     if name not in registry:
         raise ConfigError(f"{section}.name={name!r}: unknown {section}; known: {sorted(registry)}")
+    own = {f.name for f in fields(registry[name])}
+    for key in sorted(set(node) - own):
+        owners = [option for option, cls in registry.items() if key in {f.name for f in fields(cls)}]
+        if owners:
+            raise ConfigError(
+                f"{section}.{key}: not a setting of {section}={name} (its settings: {', '.join(sorted(own))}); "
+                f"{key} belongs to {' / '.join(f'{section}={o}' for o in owners)}. Choose such a {section} "
+                f"(or a method that uses it), or leave {section}.{key} out; in a sweep over methods, sweep "
+                f"only methods whose {section} has {key}")
     return registry[name](**{k: _tuple(v) for k, v in _read(registry[name], node, section).items()})
 
 

@@ -12,6 +12,7 @@ checkpointed; re-running the same command resumes from there (checkpoint.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,8 +24,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import checkpoint
+from . import checkpoint, summary
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream
@@ -75,20 +77,25 @@ def build_backend(settings: list[RunSettings], device, dtype):
 
 def run(cfg: DictConfig) -> float:
     """Train the single Hydra job ``cfg`` into Hydra's output folder; returns its mean accuracy
-    (regression datasets: its mean squared error)."""
+    (regression datasets: its mean squared error). A single run (not a sweep's job: the sweep
+    prints one summary of its own) logs its projected time and a summary line."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     hc = HydraConfig.get()
     job = MemberJob(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), list(hc.overrides.task))
-    info = run_population([job])[0]
+    info = run_population([job], announce=hc.mode == RunMode.RUN)[0]
     return info["mean_error"] if "mean_error" in info else info["mean_accuracy"]
 
 
-def run_population(members: list[MemberJob], population_id: str | None = None) -> list[dict]:
+def run_population(members: list[MemberJob], population_id: str | None = None,
+                   announce: bool = False) -> list[dict]:
     """Train ``members`` in lockstep; returns one summary dict per member (also in run.json).
 
     Members whose folders hold a checkpoint resume from it; finished members are left alone
-    (plasticity_lab/checkpoint.py says which folder state leads to what).
+    (plasticity_lab/checkpoint.py says which folder state leads to what). ``announce``: log the
+    projected training time after the first task and one summary line per member at the end
+    (summary.py).
     """
     settings = [parse_config(m.cfg) for m in members]
     shared = population_key(settings[0])
@@ -101,10 +108,13 @@ def run_population(members: list[MemberJob], population_id: str | None = None) -
     live = [k for k, p in enumerate(priors) if p.kind != "finished"]
     if not live:
         log.info("every member has already finished: nothing to train")
+        if announce:
+            for m, info in zip(members, results):
+                log.info(summary.run_line(info, m.out_dir, unit=_unit(settings[0])))
         return results
     start_task = _resume_point([members[k] for k in live], [settings[k] for k in live], [priors[k] for k in live])
     infos = _run_live([members[k] for k in live], [settings[k] for k in live], [priors[k] for k in live],
-                      start_task, population_id or members[0].out_dir.name)
+                      start_task, population_id or members[0].out_dir.name, announce)
     for k, info in zip(live, infos):
         results[k] = info
     return results
@@ -139,7 +149,12 @@ def _resume_point(members: list[MemberJob], settings: list[RunSettings], priors)
     return tasks.pop()
 
 
-def _run_live(members, settings, priors, start_task: int, population_id: str) -> list[dict]:
+def _unit(s: RunSettings) -> str:
+    return "bins" if s.dataset.is_regression else "tasks"
+
+
+def _run_live(members, settings, priors, start_task: int, population_id: str, announce: bool = False) -> list[dict]:
+    started = time.monotonic()
     s0 = settings[0]
     device = resolve_device(s0.device)
     dtype = getattr(torch, s0.dtype)
@@ -177,20 +192,24 @@ def _run_live(members, settings, priors, start_task: int, population_id: str) ->
             log.info("network.norm=%s: the engine has no normalisation layers, training on the reference backend",
                      s0.network.norm)
         log.info("training %d member(s) on %s, %s backend, %d %s of %d examples", len(members), device,
-                 s0.backend_used, s0.num_tasks, "bins" if s0.dataset.is_regression else "tasks",
-                 stream.examples_per_task)
+                 s0.backend_used, s0.num_tasks, _unit(s0), stream.examples_per_task)
         probes = build_probes(s0, stream, backend, recorders, images, labels,
                               math.ceil(stream.examples_per_task / s0.batch_size))
         run = _Training(s0, stream, backend, recorders, status, probes,
-                        [_settings_record(s) for s in settings], [m.out_dir for m in members])
+                        [_settings_record(s) for s in settings], [m.out_dir for m in members], announce)
         if resumed:
             run.restore([p.state for p in priors])
-        run.train(start_task, resumed)
+        with logging_redirect_tqdm() if s0.progress_bar else contextlib.nullcontext():  # log lines above the bar
+            run.train(start_task, resumed)
     except BaseException as err:
         for k, r in enumerate(recorders):
             if status[k] == "running":
                 r.finish("failed", error=f"{type(err).__name__}: {err}")
         raise
+    if announce:
+        for m, r in zip(members, recorders):
+            log.info(summary.run_line(r.info, m.out_dir, time.monotonic() - started, run.network_steps,
+                                      run.training_seconds, _unit(s0)))
     return [r.info for r in recorders]
 
 
@@ -210,7 +229,8 @@ class _Training:
     """The task loop of one population, and its checkpoints."""
 
     def __init__(self, s: RunSettings, stream: PermutedImageStream, backend, recorders: list[RunRecorder],
-                 status: list[str], probes, settings_records: list[dict], out_dirs: list[Path]):
+                 status: list[str], probes, settings_records: list[dict], out_dirs: list[Path],
+                 announce: bool = False):
         self.s, self.stream, self.backend, self.recorders = s, stream, backend, recorders
         self.status, self.probes = status, probes
         self.settings_records, self.out_dirs = settings_records, out_dirs
@@ -218,6 +238,8 @@ class _Training:
         self.regression = s.dataset.is_regression
         self.period_sum = torch.zeros(len(recorders), dtype=torch.float64)  # regression: error of the open period
         self._last_checkpoint = -math.inf
+        self.announce = announce  # log the projected time after the first task (summary.projection)
+        self.training_seconds, self.network_steps = 0.0, 0  # this process's training (probes excluded)
 
     def restore(self, states: list[dict]) -> None:
         self.backend.load_member_states([st["backend"] for st in states])
@@ -251,12 +273,18 @@ class _Training:
                 self.probes.before_task(task, self.status)
             if time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds and not (resumed and task == start_task):
                 self.checkpoint(task)
+            tic, trained = time.perf_counter(), steps_per_task * self.status.count("running")
             if self.regression:
                 totals = self._train_bin(task), torch.zeros(len(self.recorders), dtype=torch.long)
             else:
                 for x, y in stream.chunks(task, s.batch_size):
                     backend.train(x, y, s.batch_size)
                 totals = backend.take_totals()
+            seconds = time.perf_counter() - tic
+            self.training_seconds += seconds
+            self.network_steps += trained
+            if self.announce and task == start_task and task + 1 < s.num_tasks:
+                log.info(summary.projection(seconds, trained, s.num_tasks - task - 1, _unit(s)))
             self._record(task, (task + 1) * steps_per_task, *totals, backend.take_counts())
             live = [self.accuracies[k][-1] for k in range(len(self.recorders)) if self.status[k] == "running"]
             if not live:

@@ -201,7 +201,7 @@ def _rows(folder):
 def test_every_learner_trains_on_bit_flipping_and_records_bins_and_periods(tmp_path, learner):
     extra = ["optimizer=adam", "optimizer.step_size=1e-3"] if learner == "adam" else [f"learner={learner}"]
     cfg = compose_config("dataset=bit_flipping", "debug=smoke", "dataset.flip_after=50", "network.width=5",
-                         "network.depth=6", "probes=full", "probes.forgetting.every=0", "probes.forgetting.tasks=[]",
+                         "network.depth=6", "probes=full",
                          *extra)
     (info,) = run_population([MemberJob(cfg, tmp_path / "run")])
     assert info["status"] == "completed" and info["mean_error"] > 0 and "mean_accuracy" not in info

@@ -109,7 +109,9 @@ def test_network_presets():
     (["dataset.subset=sometimes"], "dataset.subset"),
     (["dataset.images_per_task=20000"], "dataset.images_per_task"),
     (["backend=jax"], "backend"),
-    (["+learner.replacment_rate=0.1"], "learner.replacment_rate"),
+    (["learner.replacment_rate=0.1"], "learner.replacment_rate"),
+    (["learner=cbp", "learner.replacment_rate=0.1"], "learner.replacment_rate"),
+    (["dataset.imags_per_task=9000"], "dataset.imags_per_task"),
     (["+typo_key=1"], "typo_key"),
     (["learner=cbp", "learner.replacement_rate=-1e-4"], "learner.replacement_rate"),
     (["learner=cbp", "learner.replacement_rate=[1e-4,1e-4]"], "learner.replacement_rate"),
@@ -137,7 +139,8 @@ def test_network_presets():
     (["optimizer.momentum=-0.5"], "optimizer.momentum"),
     (["optimizer=adam", "optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
     (["optimizer=adam", "optimizer.eps=0"], "optimizer.eps"),
-    (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer.momentum"),
+    (["optimizer=adam", "optimizer.momentum=0.9"], "optimizer.momentum"),
+    (["optimizer.step_sise=0.1"], "optimizer.step_sise"),
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
@@ -145,11 +148,27 @@ def test_bad_values_name_the_key(overrides, key):
     assert str(err.value).startswith(key), str(err.value)
 
 
-def test_unknown_option_and_unknown_key_fail_at_composition():
+def test_unknown_option_and_unknown_top_level_key_fail_at_composition():
     with pytest.raises(ConfigCompositionException, match="learner"):
         compose_config("learner=nonexistent")
-    with pytest.raises(ConfigCompositionException, match="step_sise"):
-        compose_config("optimizer.step_sise=0.1")
+    with pytest.raises(ConfigCompositionException, match="num_taks"):
+        compose_config("num_taks=3")
+
+
+def test_a_key_of_another_learner_composes_and_is_refused_naming_its_owner():
+    """learner/optimizer/dataset are open to any key at composition (so method sweeps with a
+    learner-specific override compose, README "Sweeps"); parse_config refuses the key, naming
+    the options that have it and what to do."""
+    for overrides in (["learner.util_type=contribution"], ["method=l2", "learner.util_type=contribution"]):
+        with pytest.raises(ConfigError) as err:
+            parse_config(compose_config(*overrides))
+        message = str(err.value)
+        assert message.startswith("learner.util_type: not a setting of learner=")
+        assert "belongs to learner=cbp" in message and "sweep only methods" in message
+    with pytest.raises(ConfigError, match=r"optimizer.momentum: not a setting of optimizer=adam.*optimizer=sgd"):
+        parse_config(compose_config("optimizer=adam", "optimizer.momentum=0.9"))
+    settings = parse_config(compose_config("method=cbp_layer_1", "learner.util_type=contribution"))
+    assert settings.learner.util_type == "contribution" and settings.learner.replacement_rate == (1e-4, 0.0, 0.0)
 
 
 def test_population_key_ignores_only_vectorisable_values():

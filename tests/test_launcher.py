@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT
 from hydra_plugins.plasticity_lab_launcher.launcher import plan_populations
@@ -41,6 +43,8 @@ def test_population_launcher_packs_a_sweep_into_few_processes(tmp_path, mnist_ro
     assert len(runs) == 12 and all(r["status"] == "completed" for r in runs.values())
     populations = {r["population_id"] for r in runs.values()}
     assert len(populations) == 4  # 6 bp jobs -> 4 + 2, 6 l2 jobs -> 4 + 2
+    log = proc.stdout + proc.stderr
+    assert log.count("sweep finished") == 1 and f"sweep finished: 12 runs in {sweep}: 12 completed" in log
     for num, r in runs.items():  # every member's folder holds its own config, as Hydra writes it
         overrides = (sweep / num / ".hydra" / "overrides.yaml").read_text()
         assert f"seed={r['seed']}" in overrides and r["choices"]["learner"] in overrides
@@ -52,21 +56,75 @@ def test_population_launcher_packs_a_sweep_into_few_processes(tmp_path, mnist_ro
     assert all(len(learners) == 1 for learners in by_pop.values())  # bp and l2 never share a population
 
 
-def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+def _files(folder: Path) -> list[Path]:
+    return sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     proc, sweep = _sweep(tmp_path, "hydra/launcher=population", "hydra.launcher.dry_run=true",
                          "hydra.launcher.max_members=2", "seed=0,1,2", "activation=relu,tanh")
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "6 jobs -> 4 population(s)" in log
-    assert not list(sweep.glob("*/run.json"))
+    assert not sweep.exists()
+    # the default sweep folder (multirun/<date>/...) is not created either
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=population_slurm",
+                           "hydra.launcher.dry_run=true", "seed=0,1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 jobs -> 1 population(s)" in proc.stdout + proc.stderr
+    assert _files(tmp_path) == []
 
 
-def test_bad_value_in_a_sweep_fails_before_anything_runs(tmp_path):
-    proc, sweep = _sweep(tmp_path, "hydra/launcher=population", "learner=l2",
-                         "learner.weight_decay=1e-3,-1", "seed=0,1")
+def test_bad_value_in_a_sweep_fails_before_anything_is_written(tmp_path):
+    for launcher in ("population", "basic"):
+        proc, sweep = _sweep(tmp_path, f"hydra/launcher={launcher}", "learner=l2",
+                             "learner.weight_decay=1e-3,-1", "seed=0,1")
+        assert proc.returncode != 0
+        assert "job #2 (debug=smoke learner=l2 learner.weight_decay=-1 seed=0): learner.weight_decay=-1.0: must be >= 0" \
+            in proc.stderr, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr  # the message alone
+        assert not sweep.exists()
+
+
+def test_method_sweep_with_a_learner_specific_override_composes():
+    """Hydra composes a sweep once with the default learner (bp) before expanding `method`;
+    learner/optimizer/dataset are open sections, so a key only cbp has still composes there."""
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=jucas/relu",
+                           "method=cbp,cbp_layer_1", "learner.util_type=contribution", "hydra/launcher=population",
+                           "hydra.launcher.dry_run=true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "6 jobs -> 1 population(s)" in log
+    assert "#3 : method=cbp_layer_1 seed=0 experiment=jucas/relu learner.util_type=contribution" in log
+
+
+def test_method_sweep_including_a_learner_without_the_key_says_what_to_do(tmp_path):
+    proc, sweep = _sweep(tmp_path, "method=cbp,bp", "learner.util_type=contribution")
     assert proc.returncode != 0
-    assert "learner.weight_decay=-1.0: must be >= 0" in proc.stderr
-    assert not list(sweep.glob("*/run.json")) and not list(sweep.glob("*/.hydra"))
+    assert ("job #1 (debug=smoke method=bp learner.util_type=contribution): learner.util_type: not a setting of learner=bp"
+            in proc.stderr), proc.stderr[-3000:]
+    assert "util_type belongs to learner=cbp" in proc.stderr and "sweep only methods" in proc.stderr
+    assert not sweep.exists()
+
+
+@pytest.mark.data
+def test_method_sweep_trains_each_method_with_the_override_and_ends_with_one_summary(tmp_path, mnist_root):
+    proc, sweep = _sweep(tmp_path, "experiment=jucas/relu", "method=cbp,cbp_layer_1", "seed=0",
+                         "learner.util_type=contribution", data=mnist_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = _runs(sweep)
+    assert [r["status"] for r in runs.values()] == ["completed", "completed"]
+    configs = [yaml.safe_load((sweep / num / ".hydra" / "config.yaml").read_text())["learner"] for num in runs]
+    assert [c["util_type"] for c in configs] == ["contribution", "contribution"]
+    assert [c["layers"] for c in configs] == ["all", [1]]
+    log = proc.stdout + proc.stderr
+    assert log.count("sweep finished") == 1 and "run completed" not in log  # one summary, not one per run
+    assert f"sweep finished: 2 runs in {sweep}: 2 completed" in log
+    best = max(runs.items(), key=lambda kv: kv[1]["mean_accuracy"])
+    method = "cbp" if best[0] == "0" else "cbp_layer_1"
+    assert re.search(rf"best condition .*: method={method}: {100 * best[1]['mean_accuracy']:.2f}%", log), log
+    assert f"report: python -m multirun_analysis report {sweep}" in log
 
 
 @pytest.mark.data

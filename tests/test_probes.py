@@ -244,10 +244,11 @@ def test_probe_presets_compose_and_validate():
     default = parse_config(compose_config()).probes  # train.yaml's default
     assert default.rank.enabled and default.weights.every == 1 and default.examples == 2000
     assert not (default.grad_covariance.enabled or default.forgetting.enabled or default.timing.enabled)
-    full = parse_config(compose_config("probes=full", "dataset.images_per_task=9000")).probes
-    assert full.grad_covariance.enabled and full.grad_rank.enabled and full.forgetting.enabled
+    full = parse_config(compose_config("probes=full")).probes  # on the default protocol (all 10,000 images)
+    assert full.grad_covariance.enabled and full.grad_rank.enabled and not full.forgetting.enabled
     assert full.timing.tasks == (0,) and full.rank.every == 1 and full.activity.dormant_threshold == 0.1
-    assert parse_config(compose_config("probes=full", "probes.forgetting.every=0")).probes.forgetting.enabled is False
+    switched = parse_config(compose_config("probes=full", "probes.forgetting.every=10", "dataset.images_per_task=9000"))
+    assert switched.probes.forgetting.enabled and switched.dataset.images_per_task == 9000
     assert parse_probes(None) == ProbeSettings() and not ProbeSettings().any_enabled
 
 
@@ -261,13 +262,19 @@ def test_probe_presets_compose_and_validate():
     (["probes.on_error=ignore"], "probes.on_error"),
     (["+probes.rank.tolerance=1"], "probes.rank.tolerance"),
     (["+probes.ranks={every: 1}"], "probes.ranks"),
-    (["probes=full"], "probes.forgetting.holdout"),
+    (["probes=full", "probes.forgetting.every=10"], "probes.forgetting.holdout"),
     (["probes.forgetting.every=1", "dataset.subset=fresh"], "probes.forgetting"),
 ])
 def test_bad_probe_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
         parse_config(compose_config(*overrides))
     assert str(err.value).startswith(key), str(err.value)
+
+
+def test_explicit_forgetting_on_the_default_protocol_names_the_fix():
+    with pytest.raises(ConfigError) as err:
+        parse_config(compose_config("probes=full", "probes.forgetting.every=10"))
+    assert "dataset.images_per_task<=9000" in str(err.value) and "probes.forgetting.every=0" in str(err.value)
 
 
 def test_probe_settings_are_part_of_the_population_key():

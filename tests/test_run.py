@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,48 @@ def test_train_py_smoke_writes_run_json_and_metrics(tmp_path, mnist_root):
     assert all(r["layer"] == "" for r in rows) and [r["step"] for r in rows] == ["200", "200", "400", "400"]
     assert all(0 <= float(r["value"]) <= 1 for r in rows if r["metric"] == "accuracy")
     assert (out / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.data
+def test_train_py_projects_its_time_and_ends_with_a_summary_line(tmp_path, mnist_root):
+    """After the first task: its speed and the projected time of the rest; at the end, even with
+    the progress bar: status, mean accuracy, tasks, wall time, network-steps/s and the folder."""
+    env = {**os.environ, "PLASTICITY_LAB_DATA": str(mnist_root)}
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=smoke", "num_tasks=3", "progress_bar=true",
+                           "dataset.images_per_task=2000", f"hydra.run.dir={out}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout + proc.stderr
+    assert "tasks: 100%" in proc.stderr  # the progress bar was on
+    first = re.search(r"first task trained in ([\d.]+) s \(([\d,]+) network-steps/s\): the remaining 2 tasks will "
+                      r"take about ([\d.]+) s of training", log)
+    assert first, log
+    seconds, rate, rest = float(first[1]), int(first[2].replace(",", "")), float(first[3])
+    assert rest == pytest.approx(2 * seconds, abs=0.02) and rate == pytest.approx(2000 / seconds, rel=0.1)
+    info = json.loads((out / "run.json").read_text())
+    end = re.search(r"run (\w+): mean accuracy ([\d.]+)% over (\d+)/(\d+) tasks, wall time [\d.]+ s, ([\d,]+) "
+                    r"network-steps/s; results in (\S+) \(run.json, metrics.csv\)", log)
+    assert end, log
+    assert end[1] == info["status"] == "completed" and float(end[2]) == round(100 * info["mean_accuracy"], 2)
+    assert (int(end[3]), int(end[4])) == (3, 3) and int(end[5].replace(",", "")) > 0
+    assert Path(end[6]) == out and log.count("run completed") == 1
+
+
+@pytest.mark.data
+def test_probes_full_runs_on_the_default_protocol(tmp_path, mnist_root, monkeypatch):
+    """`probes=full` on the defaults (every task trains on all 10,000 test images): every probe
+    but forgetting, which needs held-out images and is an explicit switch."""
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    job = MemberJob(compose_config("probes=full", "num_tasks=1", "progress_bar=false"), tmp_path / "full")
+    (info,) = run_population([job])
+    assert info["status"] == "completed"
+    rows = _metrics(tmp_path / "full")
+    assert [r["step"] for r in rows if r["metric"] == "accuracy"] == ["10000"]  # training was not shrunk
+    metrics = {r["metric"] for r in rows}
+    assert {"effective_rank", "stable_rank", "dormant_ratio", "grad_rank", "grad_cosine_mean", "time_update_b1",
+            "wall_time_task", "weight_norm"} <= metrics
+    assert not any(m.startswith("past_task_accuracy") for m in metrics)
 
 
 def test_bad_config_fails_before_training_and_writes_nothing(tmp_path):

@@ -26,6 +26,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .sweeper import compose_job
+
 log = logging.getLogger(__name__)
 
 
@@ -69,16 +71,13 @@ class PopulationLauncher(Launcher):
     # ------------------------------------------------------------------ planning
     def _plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[list[Job]]:
         """Compose and validate every job, then pack them; raises before anything runs."""
-        from plasticity_lab.config import ConfigError, parse_config, population_key
+        from plasticity_lab.config import population_key
 
         keys, jobs = [], []
         for i, overrides in enumerate(job_overrides):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            task_cfg = OmegaConf.masked_copy(sweep_config, [k for k in sweep_config if k != "hydra"])
-            try:
-                keys.append(population_key(parse_config(task_cfg)))
-            except ConfigError as err:
-                raise ConfigError(f"job #{initial_job_idx + i} ({' '.join(filter_overrides(overrides))}): {err}") from None
+            sweep_config, settings = compose_job(self.hydra_context.config_loader, self.config, overrides,
+                                                 initial_job_idx + i)
+            keys.append(population_key(settings))
             jobs.append(Job(initial_job_idx + i, list(overrides), sweep_config))
         return [[jobs[i] for i in pop] for pop in plan_populations(keys, self.max_members)]
 
