@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from multirun_analysis.cli import main
+from multirun_analysis.report import build_report
 from multirun_analysis.synthetic import write_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +92,26 @@ def test_report_end_to_end(runs, tmp_path):
     again = cli(runs, cwd=tmp_path)  # no subcommand means report
     assert again.returncode == 0, again.stderr
     assert len(list((tmp_path / "reports").iterdir())) == 2
+
+
+def test_method_sweep_report_has_no_diagonal_pivot(tmp_path):
+    """A `method` sweep varies method and learner together (cbp, cbp_layer_1 -> cbp; bp -> bp):
+    a method x learner pivot would be the summary's diagonal, so the report has none."""
+    root = tmp_path / "sweep"
+    methods = {"bp": ("bp", 0.0005, 0.6), "l2": ("l2", 0.005, 0.7), "cbp": ("cbp", 0.005, 0.8),
+               "cbp_layer_1": ("cbp", 0.005, 0.9)}
+    for num, (method, (learner, step, a)) in enumerate(methods.items()):
+        for seed in range(2):
+            cfg = {"seed": seed, "learner": {"name": learner, **({"layers": [1] if method == "cbp_layer_1" else "all"}
+                                                                 if learner == "cbp" else {})},
+                   "optimizer": {"name": "sgd", "step_size": step}}
+            write_run(root / f"{num}{seed}", cfg, {"accuracy": np.full(T, a + seed / 100)},
+                      choices={"learner": learner, "method": method})
+    report = build_report([root], out=tmp_path / "report")
+    text = report.read_text()
+    assert "| Continual Backprop, method=cbp_layer_1 | **90.5 ± 0.7** |" in text  # the summary table is there
+    assert not list((report.parent / "tables").glob("pivot_*")) and " x " not in text
+    assert not list((report.parent / "figures").glob("grid_*"))
 
 
 def test_report_refuses_existing_out(runs, tmp_path, run_main):

@@ -133,3 +133,29 @@ def test_runtime_table_and_plot(df, tmp_path):
 
 def test_numeric_keys(df):
     assert plots.numeric_keys(df) == ["learner.c_low", "learner.c_high"]
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("kind", ["curves", "vs"])
+def test_legend_hides_no_data(tmp_path, kind):
+    """Four conditions, the lowest ending at the bottom right where a legend used to sit: the
+    legend is outside every panel, so it overlaps no plotted point."""
+    for k, (learner, rate) in enumerate([("bp", None), ("cbp", 1e-4), ("cbp", 1e-5), ("cbp", 1e-6)]):
+        cfg = {"seed": 0, "learner": {"name": learner, **({"replacement_rate": rate} if rate else {})}}
+        write_run(tmp_path / str(k), cfg, {"accuracy": np.linspace(0.9, 0.1 + 0.2 * k, T)}, choices={"learner": learner})
+    df = load_runs(tmp_path)
+    fig = plots.plot_curves(df, "accuracy") if kind == "curves" else plots.plot_vs(
+        df, "learner.replacement_rate", stat="mean_accuracy")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == (4 if kind == "curves" else 2)  # vs: cbp over its rates, bp as a reference
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not _overlaps(box, ax.get_window_extent(renderer))
+        for line in ax.get_lines():  # and, explicitly, not the curves' last points
+            x, y = ax.transData.transform((line.get_xdata()[-1], line.get_ydata()[-1]))
+            assert not (box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1)

@@ -17,6 +17,7 @@ import pytest
 
 from multirun_analysis import condition_summaries, last_count, load_runs, pivot_table, run_summaries, summary_table
 from multirun_analysis.summaries import parse_stat, stat_names
+from multirun_analysis.tables import is_grid
 from multirun_analysis.synthetic import write_run
 
 T = 20
@@ -157,3 +158,18 @@ def test_pivot_keeps_best_of_remaining_keys(tmp_path):
     assert table.chosen.loc["1", "0.5"] == "c_low=0.5, c_high=1, rho_low=1e-05"
     assert int(table.is_best.to_numpy().sum()) == 1 and bool(table.is_best.loc["1", "0.5"])
     assert any("best over rho_low" in n for n in table.notes)
+
+
+def test_is_grid_only_when_both_keys_vary_independently():
+    def runs(pairs):
+        return pd.DataFrame({"run_id": [str(i) for i in range(len(pairs))],
+                             "r": [p[0] for p in pairs], "c": [p[1] for p in pairs]})
+
+    full = [(a, b) for a in ("relu", "tanh") for b in ("bp", "cbp", "l2")]
+    assert is_grid(runs(full), "r", "c") and is_grid(runs(full), "c", "r")
+    diagonal = [("bp", "bp"), ("l2", "l2"), ("cbp", "cbp"), ("cbp_layer_1", "cbp")]  # method x learner
+    assert not is_grid(runs(diagonal), "r", "c") and not is_grid(runs(diagonal), "c", "r")
+    side_by_side = [(None, "bp"), (None, "l2"), ("relu", "adapted"), ("tanh", "adapted")]  # strategy x learner
+    assert not is_grid(runs(side_by_side), "r", "c")
+    assert not is_grid(runs(side_by_side + [("relu", "bp")]), "r", "c")
+    assert is_grid(runs(side_by_side + [("relu", "bp"), ("relu", "l2")]), "r", "c")  # (None|relu) x (bp|l2)
