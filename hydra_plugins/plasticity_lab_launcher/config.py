@@ -52,7 +52,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="plasticity_lab", node=
 # composes a sweep once with the default learner (bp) before expanding `method`, and a closed
 # (struct) node would refuse util_type there. Unknown keys are still refused, by
 # plasticity_lab.config.parse_config, naming the key and the options that have it.
-OPEN_SECTIONS = ("learner", "optimizer", "dataset")
+OPEN_SECTIONS = ("dataset", "learner", "optimizer")  # in the defaults list's order (config.yaml key order)
 ConfigStore.instance().store(
     name="open_sections", provider="plasticity_lab",
     node=OmegaConf.create({k: OmegaConf.create({}, flags={"struct": False}) for k in OPEN_SECTIONS}))
