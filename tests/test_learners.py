@@ -141,7 +141,9 @@ def test_redo_engine_matches_reference():
 @pytest.mark.parametrize("opt", [dict(optimizer="sgd", momentum=0.9), dict(optimizer="adam", step_size=1e-3),
                                  dict(optimizer="adam", betas=(0.8, 0.99), eps=1e-6, step_size=3e-3)])
 def test_optimizers_engine_match_reference(opt):
-    _engine_vs_reference(_spec("tanh"), None, None, steps=200, weight_decay=1e-3, tol=1e-4, **opt)
+    # float32: momentum and Adam amplify last-bit differences of the two summation orders (which differ
+    # between CPUs' vector units, ~1e-4 after 200 steps with momentum 0.9); float64 is the exact check.
+    _engine_vs_reference(_spec("tanh"), None, None, steps=200, weight_decay=1e-3, tol=5e-4, **opt)
     _engine_vs_reference(_spec("tanh"), None, None, steps=100, weight_decay=1e-3, dtype=torch.float64, tol=1e-10, **opt)
 
 
