@@ -1,0 +1,199 @@
+"""Each implementation of the reset learners behind one small interface, for the oracle tests.
+
+The oracle tests (tests/test_oracles.py) set weights, running statistics, ages and
+accumulators by hand, let a learner act once, and compare with numbers computed by hand from
+SPEC 3.3-3.6. They drive every implementation through the same calls, one at a time, so a bug
+shared by two implementations is still caught. To check another backend (e.g. a compiled
+kernel), write one more class with these methods and add it to ``IMPLEMENTATIONS``.
+
+Interface (one network; hidden layer ``l`` is 0-based; per-layer hyperparameters are lists):
+
+- ``Impl(spec, learner, hyperparameters, seed=0, optimizer='sgd', step_size=0.01, dtype=float64, **opt)``
+- ``set_parameters([(W, b), ...])`` / ``parameters()``: every linear layer's weights and biases;
+- ``set_unit_state(name, l, values)`` / ``unit_state(name, l)``: per-unit ``age``, ``f``, ``u``;
+- ``set_accumulator(l, value, side=None)`` / ``accumulator(l, side=None)``: the fractional
+  replacement accumulator (cbp; adapted: ``side`` 'low' or 'high');
+- ``utility(l)``: the bias-corrected utility u_hat (the probes' interface);
+- ``after_step(features)``: the learner alone, after one more step whose hidden-layer
+  post-activations were ``features`` (one (B, H) tensor per hidden layer);
+- ``step(x, y)``: one whole training step (forward, loss, optimiser, learner);
+- ``optimizer_state(l)``: {'W': (m, v, steps), 'b': (m, v, steps)} of linear layer l (Adam);
+- ``counts()``: the learner's per-layer counts since the last call;
+- ``checkpoint()`` / ``restored(state)``: the member's checkpoint state (through torch.save)
+  and a fresh object of the same settings resumed from it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import torch
+
+from plasticity_lab.engine import Population
+from plasticity_lab.engine import learners as E
+from plasticity_lab.engine.population import StepResult
+from plasticity_lab.reference import ReferenceLearner, ReferencePopulation
+from plasticity_lab.reference import resets as R
+
+
+def _through_file(state):
+    """``state`` after a round trip through torch.save / torch.load, as a checkpoint file makes it."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+class _Impl:
+    def __init__(self, spec, learner, hyperparameters, seed=0, optimizer="sgd", step_size=0.01,
+                 dtype=torch.float64, **opt):
+        self.args = (spec, learner, dict(hyperparameters))
+        self.kwargs = dict(seed=seed, optimizer=optimizer, step_size=step_size, dtype=dtype, **opt)
+        self.spec, self.dtype = spec, dtype
+        self._build(spec, learner, dict(hyperparameters), seed, optimizer, step_size, dtype, **opt)
+
+    def restored(self, state):
+        """A fresh implementation with the same settings, resumed from ``checkpoint()``'s state."""
+        fresh = type(self)(*self.args, **self.kwargs)
+        fresh._load(_through_file(state))
+        return fresh
+
+    def _tensor(self, values):
+        return torch.as_tensor(values, dtype=self.dtype)
+
+
+class EngineImpl(_Impl):
+    """The population engine (plasticity_lab.engine) with K = 1."""
+
+    name = "engine"
+
+    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
+        # a per-layer list is one member's value: the engine takes one entry per member
+        hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
+        self.learner = E.LEARNER_CLASSES[learner](**hyper) if learner else None
+        self.pop = Population(spec, [seed], step_size, dtype=dtype, optimizer=optimizer, learner=self.learner, **opt)
+        self._ages_set = False
+
+    def set_parameters(self, params):
+        for l, (W, b) in enumerate(params):
+            self.pop.W[l][0] = self._tensor(W)
+            self.pop.b[l][0] = self._tensor(b)
+
+    def parameters(self):
+        return [(W.clone(), b.clone()) for W, b in self.pop.parameters_of(0)]
+
+    def set_unit_state(self, name, l, values):
+        getattr(self.learner, name)[l][0] = self._tensor(values)
+        self._ages_set |= name == "age"
+
+    def unit_state(self, name, l):
+        return getattr(self.learner, name)[l][0].clone()
+
+    def set_accumulator(self, l, value, side=None):
+        (self.learner.acc if side is None else self.learner.acc[side])[0, l] = value
+
+    def accumulator(self, l, side=None):
+        return float((self.learner.acc if side is None else self.learner.acc[side])[0, l])
+
+    def utility(self, l):
+        return self.learner.utility(l)[0]
+
+    def _sync_maturity(self):
+        """Ages set by hand: rebuild the host-side maturity schedule from them (as after a resume)."""
+        if self._ages_set:
+            self.learner.after_load()
+            self._ages_set = False
+
+    @torch.no_grad()
+    def after_step(self, features):
+        self._sync_maturity()
+        self.pop.t += 1
+        B = features[0].shape[0]
+        inputs = [torch.zeros(1, B, self.spec.sizes[0], dtype=self.dtype)]
+        inputs += [self._tensor(h).unsqueeze(0) for h in features]
+        self.learner.after_step(self.pop, StepResult(inputs, inputs[1:]))
+
+    def step(self, x, y):
+        self._sync_maturity()
+        self.pop.train(self._tensor(x).unsqueeze(0), torch.as_tensor(y).unsqueeze(0), batch_size=len(y))
+
+    def optimizer_state(self, l):
+        opt = self.pop.optimizer
+        return {part: (opt.m[which][l][0].clone(), opt.v[which][l][0].clone(), opt.step_counts(which, l)[0])
+                for which, part in enumerate(("W", "b"))}
+
+    def counts(self):
+        return {name: c[0].tolist() for name, c in self.pop.take_counts().items()}
+
+    def checkpoint(self):
+        return self.pop.member_state(0)
+
+    def _load(self, state):
+        self.pop.load_member_states([state])
+
+
+class ReferenceImpl(_Impl):
+    """The readable reference (plasticity_lab.reference): nn.Module, autograd, torch.optim."""
+
+    name = "reference"
+
+    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
+        self.learner = R.REFERENCE_CLASSES[learner](**hyper) if learner else None
+        self.ref = ReferenceLearner(spec, seed, step_size, optimizer=optimizer, learner=self.learner, dtype=dtype,
+                                    **opt)
+
+    @torch.no_grad()
+    def set_parameters(self, params):
+        for layer, (W, b) in zip(self.ref.linears, params):
+            layer.weight.copy_(self._tensor(W))
+            layer.bias.copy_(self._tensor(b))
+
+    def parameters(self):
+        return [(m.weight.detach().clone(), m.bias.detach().clone()) for m in self.ref.linears]
+
+    def set_unit_state(self, name, l, values):
+        getattr(self.learner, name)[l] = self._tensor(values).clone()
+
+    def unit_state(self, name, l):
+        return getattr(self.learner, name)[l].clone()
+
+    def set_accumulator(self, l, value, side=None):
+        (self.learner.acc if side is None else self.learner.acc[side])[l] = value
+
+    def accumulator(self, l, side=None):
+        return float((self.learner.acc if side is None else self.learner.acc[side])[l])
+
+    def utility(self, l):
+        return self.learner.utility(l)
+
+    def after_step(self, features):
+        self.learner.after_step([self._tensor(h) for h in features])
+
+    def step(self, x, y):
+        self.ref.step(self._tensor(x), torch.as_tensor(y))
+
+    def optimizer_state(self, l):
+        layer = self.ref.linears[l]
+        out = {}
+        for part, p in (("W", layer.weight), ("b", layer.bias)):
+            s = self.ref.optimizer.state[p]
+            out[part] = (s["exp_avg"].clone(), s["exp_avg_sq"].clone(), s["step"].clone())
+        return out
+
+    def counts(self):
+        return self.ref.take_counts()
+
+    def _population(self):
+        return ReferencePopulation(self.spec, [self.ref.seed], None, None, members=[self.ref])
+
+    def checkpoint(self):
+        return self._population().member_state(0)
+
+    def _load(self, state):
+        pop = self._population()
+        pop.load_member_states([state])
+        self.ref = pop.members[0]
+        self.learner = self.ref.learner
+
+
+IMPLEMENTATIONS = {impl.name: impl for impl in (EngineImpl, ReferenceImpl)}
