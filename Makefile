@@ -14,7 +14,7 @@ ifeq ($(origin PLASTICITY_LAB_DATA), undefined)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train smoke test bench analyze clean
+.PHONY: help install train smoke test bench mutants analyze clean
 
 help:  ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ smoke: install  ## a 2-task x 200-example run, to check an installation in secon
 
 test: install  ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
+
+mutants: install  ## plant small bugs in the learners (engine and reference) and check the learner tests catch each
+	$(PY) scripts/mutants.py $(ARGS)
 
 bench: install  ## engine speed vs a naive per-example nn.Module loop (prints steps/s and ratios)
 	$(PY) -m plasticity_lab.bench $(ARGS)

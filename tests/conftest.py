@@ -1,4 +1,9 @@
-"""Shared fixtures: the repository root, the real MNIST folder, config composition."""
+"""Shared fixtures: the repository root, the real data folders, config composition, spies.
+
+Data rule: a test that reads real data files uses one of the DATA_FIXTURES and carries the
+``data`` marker (enforced below: without it the test fails). Missing data skips such a test
+with the reason, except under ``CI=true``, where it fails (CI must have every file).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from plasticity_lab import seeding
 from plasticity_lab.hydra_setup import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,19 +27,61 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get
 torch.set_num_threads(1)
 
 
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+DATA_FIXTURES = ("mnist_root", "shared_mnist", "debian_fashion")  # fixtures that hand a test real data files
+
+
 def data_root() -> Path:
     """The folder holding mnist/ (PLASTICITY_LAB_DATA, else ../shared/data beside the repo)."""
     return Path(os.environ.get("PLASTICITY_LAB_DATA") or SHARED_DATA)
 
 
+def missing_data(reason: str):
+    """A test's data files are absent: fail under CI=true, skip (with the reason) elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item):
+    used = [name for name in DATA_FIXTURES if name in item.fixturenames]
+    if used and item.get_closest_marker("data") is None:
+        pytest.fail(f"{item.nodeid} reads real data ({', '.join(used)}) but is not marked @pytest.mark.data")
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
+    """The folder holding the real MNIST test split (mnist/t10k-*)."""
     root = data_root()
     if not (root / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs the real MNIST files under {root}/mnist (../shared/data beside the repo)")
-        pytest.skip(f"real MNIST not found under {root}/mnist; set PLASTICITY_LAB_DATA")
+        missing_data(f"real MNIST not found under {root}/mnist; set PLASTICITY_LAB_DATA (../shared/data beside the repo)")
     return root
+
+
+@pytest.fixture(scope="session")
+def debian_fashion() -> Path:
+    """Debian's Fashion-MNIST folder, all four IDX files (train and test splits)."""
+    if not all((DEBIAN_FASHION / name).is_file() for name in IDX_FILES):
+        missing_data(f"Debian's Fashion-MNIST (apt-get install dataset-fashion-mnist) not found in {DEBIAN_FASHION}")
+    return DEBIAN_FASHION
+
+
+@pytest.fixture
+def coin_draws(monkeypatch):
+    """The values of every coin flip (``seeding.UniformStream.next``, CBP's ``accumulate: false``) made
+    while the test runs, by any implementation: proof that the coin branch ran."""
+    calls = []
+    original = seeding.UniformStream.next
+
+    def counted(self):
+        value = original(self)
+        calls.append(value)
+        return value
+
+    monkeypatch.setattr(seeding.UniformStream, "next", counted)
+    return calls
 
 
 def compose_config(*overrides: str):

@@ -63,6 +63,7 @@ def runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_report_end_to_end(runs, tmp_path):
     result = cli("report", runs, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -3,7 +3,6 @@ training split, and BatchNorm / LayerNorm networks on the reference backend (SPE
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,6 @@ from plasticity_lab.data.regression import (FLIPPING_BITS, RegressionStream, ltu
                                             target_outputs)
 from plasticity_lab.run import MemberJob, build_backend, build_stream, run_population
 
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 LEARNERS = ["bp", "l2", "cbp", "adapted", "redo", "shrink_perturb"]
 
 
@@ -243,6 +241,7 @@ def test_regression_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
     assert _rows(tmp_path / "whole") == _rows(tmp_path / "cut")
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("norm,batch", [("batch", 5), ("layer", 1), ("layer", 10)])
 def test_norm_networks_train_on_the_reference_backend(tmp_path, mnist_root, monkeypatch, norm, batch):
     monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
@@ -257,6 +256,7 @@ def test_norm_networks_train_on_the_reference_backend(tmp_path, mnist_root, monk
     assert {"effective_rank", "weight_norm"} <= {r["metric"] for r in rows}
 
 
+@pytest.mark.data
 def test_batchnorm_run_resumes_to_identical_metrics(tmp_path, mnist_root, monkeypatch):
     from plasticity_lab.reference import ReferencePopulation
 
@@ -283,9 +283,8 @@ def test_batchnorm_run_resumes_to_identical_metrics(tmp_path, mnist_root, monkey
     assert _rows(tmp_path / "whole") == _rows(tmp_path / "cut")
 
 
-def test_permuted_fashion_mnist_train_split_smoke_run(tmp_path, monkeypatch):
-    if not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Debian's Fashion-MNIST training files not in {DEBIAN_FASHION}")
+@pytest.mark.data
+def test_permuted_fashion_mnist_train_split_smoke_run(tmp_path, monkeypatch, debian_fashion):
     monkeypatch.delenv("PLASTICITY_LAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg = compose_config("dataset=permuted_fashion_mnist_train", "debug=smoke", "dataset.download=false")

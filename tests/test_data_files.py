@@ -1,8 +1,8 @@
 """Tests for plasticity_lab.data.idx: locating, verifying, downloading and decoding IDX files.
 
 Uses the real MNIST test split in ``../shared/data/mnist`` (beside the repository) and Debian's
-Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``. Missing data skips the tests that need it,
-except under ``CI=true``, where it is a failure. No test touches the network (downloads use file://
+Fashion-MNIST in ``/usr/share/datasets/fashion-mnist`` (fixture ``debian_fashion``, conftest.py). Missing
+data skips the tests that need it, except under ``CI=true``, where it is a failure. No test touches the network (downloads use file://
 mirrors) or the real user cache (XDG_CACHE_HOME points into tmp_path).
 """
 
@@ -19,23 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA, missing_data
 from plasticity_lab.data import idx
 from plasticity_lab.data.idx import DataError, load_idx_dataset
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 # Class counts of the official MNIST test split.
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
-def _require(folder: Path, what: str) -> Path:
-    if not all((folder / name).is_file() for name in TEST_FILES):
-        reason = f"{what} not found in {folder}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (required under CI=true)")
-        pytest.skip(reason)
-    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -48,12 +38,10 @@ def isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def shared_mnist() -> Path:
-    return _require(SHARED_DATA / "mnist", "shared MNIST test split")
-
-
-@pytest.fixture
-def debian_fashion() -> Path:
-    return _require(DEBIAN_FASHION, "Debian's Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    folder = SHARED_DATA / "mnist"
+    if not all((folder / name).is_file() for name in TEST_FILES):
+        missing_data(f"shared MNIST test split not found in {folder}")
+    return folder
 
 
 @pytest.fixture

@@ -88,6 +88,7 @@ def test_jucas_rows_use_the_thesis_step_sizes():
     assert _sweep_params("jucas/depth_8")["method"].count("cbp_layer_8") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_thesis_grid_at_smoke_size_packs_into_few_processes(tmp_path, mnist_root):
     """The issue's 'done when': a smoke-size thesis grid -> one folder per point, far fewer processes."""

@@ -34,6 +34,7 @@ def test_plan_groups_equal_keys_and_caps_population_size():
     assert plan_populations(["x"] * 5, 1) == [[0], [1], [2], [3], [4]]
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_population_launcher_packs_a_sweep_into_few_processes(tmp_path, mnist_root):
     proc, sweep = _sweep(tmp_path, "hydra/launcher=population", "hydra.launcher.max_members=4",
@@ -60,6 +61,7 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p.relative_to(folder) for p in folder.rglob("*"))
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     proc, sweep = _sweep(tmp_path, "hydra/launcher=population", "hydra.launcher.dry_run=true",
                          "hydra.launcher.max_members=2", "seed=0,1,2", "activation=relu,tanh")
@@ -76,6 +78,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert _files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_bad_value_in_a_sweep_fails_before_anything_is_written(tmp_path):
     for launcher in ("population", "basic"):
         proc, sweep = _sweep(tmp_path, f"hydra/launcher={launcher}", "learner=l2",
@@ -87,6 +90,7 @@ def test_bad_value_in_a_sweep_fails_before_anything_is_written(tmp_path):
         assert not sweep.exists()
 
 
+@pytest.mark.slow
 def test_method_sweep_with_a_learner_specific_override_composes():
     """Hydra composes a sweep once with the default learner (bp) before expanding `method`;
     learner/optimizer/dataset are open sections, so a key only cbp has still composes there."""
@@ -99,6 +103,7 @@ def test_method_sweep_with_a_learner_specific_override_composes():
     assert "#3 : method=cbp_layer_1 seed=0 experiment=jucas/relu learner.util_type=contribution" in log
 
 
+@pytest.mark.slow
 def test_method_sweep_including_a_learner_without_the_key_says_what_to_do(tmp_path):
     proc, sweep = _sweep(tmp_path, "method=cbp,bp", "learner.util_type=contribution")
     assert proc.returncode != 0
@@ -108,6 +113,7 @@ def test_method_sweep_including_a_learner_without_the_key_says_what_to_do(tmp_pa
     assert not sweep.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_method_sweep_trains_each_method_with_the_override_and_ends_with_one_summary(tmp_path, mnist_root):
     proc, sweep = _sweep(tmp_path, "experiment=jucas/relu", "method=cbp,cbp_layer_1", "seed=0",
@@ -127,6 +133,7 @@ def test_method_sweep_trains_each_method_with_the_override_and_ends_with_one_sum
     assert f"report: python -m multirun_analysis report {sweep}" in log
 
 
+@pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_plain_hydra_launchers_run_one_config_per_job(tmp_path, mnist_root, launcher):

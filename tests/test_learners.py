@@ -75,11 +75,13 @@ def _engine_vs_reference(spec, engine_learner, ref_learner, steps=STEPS, tol=2e-
     ("tanh", dict(util_type="zero_contribution", bias_correction=True, **FAST)),
     ("relu", dict(util_type="feature_by_input", **FAST)),
 ])
-def test_cbp_engine_matches_reference(activation, kwargs):
+def test_cbp_engine_matches_reference(activation, kwargs, coin_draws):
     per_member = {k: [v] if isinstance(v, list) else v for k, v in kwargs.items()}
     _, _, counts = _engine_vs_reference(_spec(activation), E.ContinualBackprop(**per_member),
                                         R.ContinualBackprop(**kwargs))
     assert min(counts["units_reset"]) > 0  # replacements happened in every layer
+    if kwargs.get("accumulate") is False:  # 2e-3 * 32 units < 1: a coin per layer and step once units are mature
+        assert len(coin_draws) == 2 * 3 * (STEPS - 20)  # engine and reference, steps 21..300
 
 
 def test_cbp_many_replacements_per_step_match_reference():
@@ -232,7 +234,7 @@ def test_fractional_accumulation_gives_floor_of_the_sum():
     assert min(total) > 0
 
 
-def test_coin_mode_replaces_at_most_one_unit_per_step_with_the_right_rate():
+def test_coin_mode_replaces_at_most_one_unit_per_step_with_the_right_rate(coin_draws):
     learner = E.ContinualBackprop(replacement_rate=2e-3, maturity_threshold=0, accumulate=False)
     pop = Population(_spec(width=50), [0, 1, 2, 3], 0.01, learner=learner)
     x, y = _data(4, 500)
@@ -241,6 +243,7 @@ def test_coin_mode_replaces_at_most_one_unit_per_step_with_the_right_rate():
         pop.train(x[:, s : s + 1], y[:, s : s + 1])
         per_step.append(pop.take_counts()["units_reset"])
     per_step = np.stack(per_step)  # (steps, K, L)
+    assert len(coin_draws) == 500 * 4 * 3  # the coin branch ran: one coin per step, member and layer
     assert per_step.max() == 1  # rho * #eligible = 0.1 < 1: one unit with probability 0.1
     mean = per_step.mean()
     assert 0.07 < mean < 0.13, mean  # 6000 Bernoulli(0.1) draws: sd 0.004
@@ -439,11 +442,14 @@ def test_population_members_equal_runs_alone_cbp():
     assert counts["units_reset"].sum() > 20
 
 
-def test_population_members_equal_runs_alone_cbp_coins_random_utility_adam():
+def test_population_members_equal_runs_alone_cbp_coins_random_utility_adam(coin_draws):
     _population_equals_alone(
         lambda sel: E.ContinualBackprop(replacement_rate=_pick([1e-3, 2e-3, 5e-3, 1e-2], sel), maturity_threshold=10,
                                         util_type="random", accumulate=False),
         optimizer="adam", step_size=1e-3, betas=[(0.9, 0.999), (0.8, 0.99), (0.9, 0.999), (0.95, 0.9)], tol=2e-6)
+    # rho * 32 eligible < 1 for every member: a coin per member, layer and step from step 11 on, in the
+    # population and in the four runs alone
+    assert len(coin_draws) == 2 * 4 * 3 * (200 - 10)
 
 
 def test_population_members_equal_runs_alone_adapted():
@@ -492,3 +498,4 @@ def test_diverged_member_is_frozen_with_learners_and_others_are_unaffected(make,
     alone = Population(spec, [1], 0.01, learner=make(), **opt)
     alone.train(x[1:], y[1:])
     assert _max_diff(pop.parameters_of(1), alone.parameters_of(0)) < 1e-6
+

@@ -194,21 +194,6 @@ def test_cbp_maturity_boundary(impl):
     assert lrn.accumulator(0) == 0.0
 
 
-@pytest.fixture
-def coin_draws(monkeypatch):
-    """Counts the coin flips (seeding.UniformStream.next) that any implementation makes."""
-    calls = []
-    original = seeding.UniformStream.next
-
-    def counted(self):
-        value = original(self)
-        calls.append(value)
-        return value
-
-    monkeypatch.setattr(seeding.UniformStream, "next", counted)
-    return calls
-
-
 def _first_coin():
     return seeding.UniformStream(generator(SEED, ALGO, COIN)).next()
 

@@ -87,6 +87,7 @@ def test_resume_refuses_changed_settings(tmp_path, mnist_root, monkeypatch):
         run_population([_job(tmp_path, "run", "seed=0", "optimizer.step_size=0.01")])
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_same_command_resumes(tmp_path, mnist_root):
     env = {**os.environ, "PLASTICITY_LAB_DATA": str(mnist_root)}
     args = ["num_tasks=8", "dataset.images_per_task=1500", "checkpoint_seconds=0", "metrics_flush_seconds=0",
@@ -116,7 +117,8 @@ def test_kill_minus_9_then_same_command_resumes(tmp_path, mnist_root):
 
 LEARNER_VARIANTS = [
     ("learner=cbp", "learner.replacement_rate=0.05", "learner.maturity_threshold=20"),
-    ("learner=cbp", "learner.replacement_rate=0.05", "learner.maturity_threshold=20", "learner.accumulate=false",
+    # rho * #eligible = 0.005 * 100 = 0.5 < 1: the coin branch (asserted below), so the coin stream is in use
+    ("learner=cbp", "learner.replacement_rate=0.005", "learner.maturity_threshold=20", "learner.accumulate=false",
      "learner.util_type=random"),
     ("learner=adapted", "learner.rho_low=0.05", "learner.rho_high=0.02", "learner.maturity_threshold=20"),
     ("learner=redo", "learner.reset_period=50"),
@@ -127,9 +129,11 @@ LEARNER_VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", LEARNER_VARIANTS, ids=lambda v: " ".join(v))
 @pytest.mark.parametrize("backend", ["population", "reference"])
-def test_every_learner_and_optimizer_resumes_exactly(tmp_path, mnist_root, monkeypatch, variant, backend):
+def test_every_learner_and_optimizer_resumes_exactly(tmp_path, mnist_root, monkeypatch, variant, backend,
+                                                     coin_draws):
     """Learner state (ages, utilities, accumulators, maturity schedule, generators, moments) survives."""
     monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
     jobs = lambda prefix: [_job(tmp_path, f"{prefix}{k}", *variant, f"seed={k}", f"backend={backend}",
@@ -151,6 +155,9 @@ def test_every_learner_and_optimizer_resumes_exactly(tmp_path, mnist_root, monke
             m.setattr(ReferencePopulation, "train", train)
         with pytest.raises(Interrupt):
             run_population(jobs("run"))
+    coin_draws.clear()
     run_population(jobs("run"))
+    if "learner.accumulate=false" in variant:  # the resumed part flipped coins: the checkpoint carried the stream
+        assert len(coin_draws) > 100
     for k in range(2):
         assert _metrics(tmp_path / f"run{k}") == _metrics(tmp_path / f"ref{k}")

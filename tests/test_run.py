@@ -208,6 +208,7 @@ def test_train_py_cbp_first_layer_only_smoke(tmp_path, mnist_root):
     assert all(counts[(t, l)] == 0 for t in (0, 1) for l in (2, 3))  # ... and never in layers 2, 3
 
 
+@pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.parametrize("learner", [
     ["learner=cbp", "learner.replacement_rate=[1e-2,5e-3,0]", "learner.maturity_threshold=20", "optimizer=adam",

@@ -1,0 +1,310 @@
+"""make mutants: do the learner tests catch small bugs planted in the learners?
+
+Each mutant is a small slip (highest instead of lowest utility, ``>=`` for ``>``, a dropped
+bias correction, ...), planted in the population engine AND the readable reference together
+where both have the code, so that "engine equals reference" cannot catch it: only the
+hand-computed oracles (tests/test_oracles.py), the checkpoint round trips
+(tests/test_member_state.py) and the property tests (tests/test_learners.py) can. The script copies the repository to a temporary folder once (the working tree is never
+edited), and for every mutant applies its edits there, runs the tests against the copy and
+restores it. The oracles run once per implementation, so a mutant planted in both must be
+caught in EACH: the report names, per implementation, the first test that failed
+
+    mutant
+        engine    killed by tests/test_oracles.py::...[engine-...]
+        reference killed by tests/test_oracles.py::...[reference-...]  | SURVIVED
+
+(first all of tests/test_oracles.py and tests/test_member_state.py; where an implementation is not
+caught there, tests/test_learners.py with ``pytest -x``; a test without an implementation parameter
+counts for both). Exit status 1 if a
+mutant survived in some implementation or an edit no longer applies. An edit is a textual
+replacement whose anchor must occur EXACTLY once in its file, checked for every mutant before
+anything runs, so the list cannot rot silently when the learners change
+(tests/test_mutants.py checks the anchors in every ``make test`` too).
+
+Usage: ``make mutants`` or ``python scripts/mutants.py [-k SUBSTRING] [--list]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# run in this order; all but the last whole (every implementation's tests), the last with -x
+TESTS = ("tests/test_oracles.py", "tests/test_member_state.py", "tests/test_learners.py")
+
+ENGINE = "plasticity_lab/engine/learners/"
+CBP, ADAPTED, BASE = ENGINE + "cbp.py", ENGINE + "adapted.py", ENGINE + "base.py"
+REDO, SP, OPTIM = ENGINE + "redo.py", ENGINE + "shrink_perturb.py", "plasticity_lab/engine/optim.py"
+RESETS, REF_OPTIM = "plasticity_lab/reference/resets.py", "plasticity_lab/reference/optim.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    edits: tuple[tuple[str, str, str], ...]  # (file, anchor, replacement)
+
+
+def _m(name: str, *edits: tuple[str, str, str]) -> Mutant:
+    return Mutant(name, edits)
+
+
+MUTANTS = [
+    # ---- CBP (SPEC 3.4)
+    _m("cbp: highest u_hat replaced instead of lowest",
+       (CBP, "chosen_units(lowest_first(keys, eligible)", "chosen_units(lowest_first(-keys, eligible)"),
+       (RESETS, "chosen[l] = lowest(u_hat, eligible, n)", "chosen[l] = lowest(-u_hat, eligible, n)")),
+    _m("cbp: eligible at age >= m",
+       (CBP, "eligible = self.age[l][sel] > self.m_dev[l][sel]", "eligible = self.age[l][sel] >= self.m_dev[l][sel]"),
+       (BASE, "self._due[t + int(m) + 1] += add", "self._due[t + int(m)] += add"),
+       (BASE, "young = age[k][age[k] <= self.m[k, l]]", "young = age[k][age[k] < self.m[k, l]]"),
+       (BASE, "t + self.m[k, l] - young + 1,", "t + self.m[k, l] - young,"),
+       (RESETS, "            eligible = self.age[l] > self.m[l]\n            n = self.how_many",
+        "            eligible = self.age[l] >= self.m[l]\n            n = self.how_many")),
+    _m("cbp: u_hat without bias correction",
+       (CBP, "keys = self.u[l][sel] / self._bc[l][sel]", "keys = self.u[l][sel]"),
+       (RESETS, "u_hat = self.u[l] / bias_correction", "u_hat = self.u[l]")),
+    _m("cbp: bias correction 1 - eta^(age + 1)",
+       (CBP, "bc = self._bc[l] = torch.pow(eta, age)", "bc = self._bc[l] = torch.pow(eta, age + 1)"),
+       (RESETS, "bias_correction = 1 - eta**self.age[l]", "bias_correction = 1 - eta**(self.age[l] + 1)")),
+    _m("cbp: f_hat without bias correction",
+       (CBP, "deviation = (h - (f / bc).unsqueeze(1))", "deviation = (h - f.unsqueeze(1))"),
+       (RESETS, "f_hat[l] = self.f[l] / bias_correction", "f_hat[l] = self.f[l]")),
+    _m("cbp: adaptable_contribution not divided by the input magnitude",
+       (CBP, "x, scale = out_sum.mul_(deviation).div_(in_sum), n_in / n_next", "x, scale = out_sum.mul_(deviation), 1.0 / n_next"),
+       (RESETS, "return out_mag * deviation / in_mag", "return out_mag * deviation")),
+    _m("cbp: next layer's bias not corrected (bias_correction ignored)",
+       (CBP, "if self.bias_correction:", "if False:"),
+       (RESETS, "if self.bias_correction:", "if False:")),
+    _m("cbp: accumulator keeps n (acc -= n dropped)",
+       (BASE, "    acc -= n\n", ""),
+       (RESETS, "self.acc[l] -= n", "pass")),
+    _m("cbp: coin rule never replaces",
+       (BASE, "n[k, l] = 1 if coins[k].next() <= expected[k, l] else 0", "n[k, l] = 0"),
+       (RESETS, "return 1 if self.coins.next() <= expected else 0", "return 0")),
+    _m("cbp: replaced unit's outgoing weights not zeroed",
+       (CBP, "pop.W[l + 1][kk, :, uu] = 0.0", "pass"),
+       (RESETS, "next_layer.weight[:, units] = 0.0", "pass")),
+    _m("cbp: replaced unit's bias not zeroed",
+       (CBP, "pop.b[l][kk, uu] = 0.0", "pass"),
+       (RESETS, "layer.bias[units] = 0.0", "pass")),
+    _m("cbp: replaced unit keeps its f and u",
+       (CBP, "for state in (self.age[l], self.u[l], self.f[l]):", "for state in (self.age[l],):"),
+       (RESETS, "            self.u[l][units] = 0\n            self.f[l][units] = 0\n", "")),
+    # ---- optimiser state of replaced units (SPEC 3.4 step 8, 3.6)
+    _m("adam: moments of the input row and bias not zeroed",
+       (OPTIM, "            self.m[which][layer][kk, uu] = 0.0\n            self.v[which][layer][kk, uu] = 0.0\n", ""),
+       (RESETS, "        zero_unit_state(self.optimizer, layer.weight, units, dim=0)\n"
+                "        zero_unit_state(self.optimizer, layer.bias, units, dim=0)\n", "")),
+    _m("adam: moments of the outgoing column not zeroed",
+       (OPTIM, "        self.m[0][layer + 1][kk, :, uu] = 0.0\n        self.v[0][layer + 1][kk, :, uu] = 0.0\n", ""),
+       (RESETS, "        zero_unit_state(self.optimizer, next_layer.weight, units, dim=1)\n", "")),
+    _m("adam: step counts not restarted",
+       (OPTIM, "self.row_reset[which][layer][kk, uu] = t", "pass"),
+       (OPTIM, "self.col_reset[layer + 1][kk, uu] = t", "pass"),
+       (REF_OPTIM, "    for value in optimizer.state.get(param, {}).values():\n        if isinstance(value, torch.Tensor)",
+        "    for key, value in optimizer.state.get(param, {}).items():\n        if key != 'step' and isinstance(value, torch.Tensor)")),
+    # ---- adapted rescaling (SPEC 3.5)
+    _m("adapted: low pass takes the highest, high pass the lowest",
+       (ADAPTED, 'keys = u_hat if side == "low" else -u_hat', 'keys = -u_hat if side == "low" else u_hat'),
+       (RESETS, 'keys = u_hat if side == "low" else -u_hat', 'keys = -u_hat if side == "low" else u_hat')),
+    _m("adapted: eligible at age >= m",
+       (ADAPTED, "eligible = self.age[l][sel] > self.m_dev[l][sel]", "eligible = self.age[l][sel] >= self.m_dev[l][sel]"),
+       (BASE, "self._due[t + int(m) + 1] += add", "self._due[t + int(m)] += add"),
+       (BASE, "young = age[k][age[k] <= self.m[k, l]]", "young = age[k][age[k] < self.m[k, l]]"),
+       (BASE, "t + self.m[k, l] - young + 1,", "t + self.m[k, l] - young,"),
+       (RESETS, "                eligible = self.age[l] > self.m[l]\n", "                eligible = self.age[l] >= self.m[l]\n")),
+    _m("adapted: u_hat without bias correction",
+       (ADAPTED, "u_hat = self.u[l][sel] / self._bc[l][sel]", "u_hat = self.u[l][sel]"),
+       (RESETS, "u_hat = self.u[l] / (1 - eta**self.age[l])", "u_hat = self.u[l]")),
+    _m("adapted: bias correction 1 - eta^(age + 1)",
+       (ADAPTED, "self._bc[l] = torch.pow(eta, age)", "self._bc[l] = torch.pow(eta, age + 1)"),
+       (RESETS, "u_hat = self.u[l] / (1 - eta**self.age[l])", "u_hat = self.u[l] / (1 - eta**(self.age[l] + 1))")),
+    _m("adapted: utility of |a| instead of the signed activation",
+       (ADAPTED, "u.lerp_(h.squeeze(1) if h.shape[1] == 1 else h.mean(dim=1), ome)",
+        "u.lerp_(h.squeeze(1).abs() if h.shape[1] == 1 else h.abs().mean(dim=1), ome)"),
+       (RESETS, "features[l].mean(dim=0), 1 - eta)", "features[l].abs().mean(dim=0), 1 - eta)")),
+    _m("adapted: bias not rescaled",
+       (ADAPTED, "pop.b[l][kk, uu] = pop.b[l][kk, uu] * c", "pass"),
+       (RESETS, "layer.bias[units] *= self.c[side][l]", "pass")),
+    _m("adapted: high pass before low pass",
+       (ADAPTED, 'n_low = how_many(self.acc["low"], self.rates["low"], eligible)\n'
+                 '        n_high = how_many(self.acc["high"], self.rates["high"], eligible - n_low)',
+        'n_high = how_many(self.acc["high"], self.rates["high"], eligible)\n'
+        '        n_low = how_many(self.acc["low"], self.rates["low"], eligible - n_high)'),
+       (ADAPTED, 'for side, n in (("low", n_low[:, l]), ("high", n_high[:, l])):',
+        'for side, n in (("high", n_high[:, l]), ("low", n_low[:, l])):'),
+       (RESETS, 'for side in ("low", "high"):', 'for side in ("high", "low"):')),
+    _m("adapted: a unit rescaled low stays eligible for the high pass",
+       (ADAPTED, "eligible - n_low)", "eligible)"),
+       (RESETS, '            for side in ("low", "high"):  # low pass first; its units (age 0) are not eligible for the high pass\n'
+                '                eligible = self.age[l] > self.m[l]\n',
+        '            eligible = self.age[l] > self.m[l]\n'
+        '            for side in ("low", "high"):\n')),
+    _m("adapted: accumulators keep n",
+       (BASE, "    acc -= n\n", ""),
+       (RESETS, "self.acc[side][l] -= n", "pass")),
+    _m("adapted: clip skipped",
+       (ADAPTED, "        self._clip(pop, n)\n", ""),
+       (RESETS, "if self.clip is not None:", "if False:")),
+    # ---- Shrink & Perturb (SPEC 3.3)
+    _m("shrink_perturb: toward_init pulls by s instead of 1 - s",
+       (SP, "self.pull = torch.tensor(1.0 - s,", "self.pull = torch.tensor(s,"),
+       (RESETS, "p.lerp_(p0, 1 - self.shrink)", "p.lerp_(p0, self.shrink)")),
+    _m("shrink_perturb: noise from torch's global generator",
+       (SP, "self.noise_W[l][k].normal_(generator=g)", "self.noise_W[l][k].normal_()"),
+       (RESETS, "torch.randn(p.shape, generator=self.noise_gen)", "torch.randn(p.shape)")),
+    # ---- ReDo (SPEC 3.6)
+    _m("redo: score < tau instead of <=",
+       (REDO, "score <= self.tau_dev[k, l]", "score < self.tau_dev[k, l]"),
+       (RESETS, "score <= self.taus[l]", "score < self.taus[l]")),
+    _m("redo: mean activation without |.|",
+       (REDO, "acc.add_(fwd.inputs[l + 1].abs().sum(dim=1))", "acc.add_(fwd.inputs[l + 1].sum(dim=1))"),
+       (RESETS, "self.act_sum[l] += h.abs().sum(dim=0)", "self.act_sum[l] += h.sum(dim=0)")),
+    _m("redo: recycled unit's outgoing weights not zeroed",
+       (REDO, "pop.W[l + 1][kk, :, dormant] = 0.0", "pass"),
+       (RESETS, "next_layer.weight[:, units] = 0.0", "pass")),
+    # ---- checkpoints (the engine lists per-member state; the reference checkpoints whole objects)
+    _m("checkpoint (engine): cbp's coin stream dropped", (CBP, '"util_gen", "coins")', '"util_gen")')),
+    _m("checkpoint (engine): cbp's re-init generator dropped", (CBP, '"acc", "reinit_gen", ', '"acc", ')),
+    _m("checkpoint (engine): cbp's random-utility generator dropped", (CBP, '"reinit_gen", "util_gen", ', '"reinit_gen", ')),
+    _m("checkpoint (engine): redo's re-init generator dropped", (REDO, '"examples", "reinit_gen")', '"examples")')),
+    _m("checkpoint (engine): S&P's noise generator dropped", (SP, '("noise_gen", "init_W", "init_b")', '("init_W", "init_b")')),
+    _m("checkpoint (engine): Adam's per-row/column reset steps dropped",
+       (OPTIM, '("m", "v", "row_reset", "col_reset")', '("m", "v")')),
+]
+
+
+class StaleMutant(ValueError):
+    """An edit's anchor does not occur exactly once in its file (the code it mutates has changed)."""
+
+
+def check_anchors(root: Path = ROOT, mutants=MUTANTS) -> list[str]:
+    """One message per edit whose anchor does not occur exactly once in its file (empty: all apply)."""
+    problems = []
+    for mutant in mutants:
+        for path, anchor, replacement in mutant.edits:
+            file = root / path
+            count = file.read_text().count(anchor) if file.is_file() else 0
+            if count != 1:
+                problems.append(f"{mutant.name!r}: anchor found {count} times in {path} (must be exactly once): "
+                                f"{anchor!r}")
+            elif anchor == replacement:
+                problems.append(f"{mutant.name!r}: edit in {path} changes nothing")
+    return problems
+
+
+def apply(mutant: Mutant, root: Path) -> dict[Path, str]:
+    """Apply ``mutant`` to the files under ``root`` (a copy); returns their original texts."""
+    originals = {}
+    for path, anchor, replacement in mutant.edits:
+        file = root / path
+        text = file.read_text()
+        if text.count(anchor) != 1:
+            raise StaleMutant(f"{mutant.name!r}: anchor not found exactly once in {path}: {anchor!r}")
+        originals.setdefault(file, text)
+        file.write_text(text.replace(anchor, replacement))
+    return originals
+
+
+def copy_repository(dest: Path, root: Path = ROOT) -> Path:
+    """The source tree (no .git, virtual environment, caches or run outputs) copied into ``dest``."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", "*.egg-info", "outputs",
+                                    "multirun")
+    shutil.copytree(root, dest, ignore=ignore, symlinks=True)
+    return dest
+
+
+def implementations(mutant: Mutant) -> list[str]:
+    """The implementations a mutant plants a slip in: 'engine', 'reference' or both."""
+    return sorted({path.split("/")[1] for path, _, _ in mutant.edits})
+
+
+def run_tests(copy: Path, tests, stop_early: bool, timeout: float = 900) -> tuple[int, list[str], str]:
+    """pytest on ``tests`` in the copy: (exit status, failing test ids, output tail)."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *(["-x"] if stop_early else []), *tests], cwd=copy, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.MULTILINE)
+    return proc.returncode, failed, (proc.stdout + proc.stderr)[-2000:]
+
+
+def run_mutant(mutant: Mutant, copy: Path) -> dict[str, str]:
+    """Apply ``mutant`` to ``copy`` and find, for each implementation it touches, a test that fails.
+
+    First every oracle and member-state test (one run per implementation: ``[engine-...]``,
+    ``[reference-...]``); for an implementation none of those caught, tests/test_learners.py with -x. Returns {implementation: killing test,
+    or '' if none failed}; raises RuntimeError when pytest itself fails (a mutant that breaks imports).
+    """
+    originals = apply(mutant, copy)
+    try:
+        killers = {impl: "" for impl in implementations(mutant)}
+        for tests, stop_early in ((TESTS[:-1], False), (TESTS[-1:], True)):
+            status, failed, output = run_tests(copy, tests, stop_early)
+            if status not in (0, 1) or (status == 1 and not failed):
+                raise RuntimeError(f"pytest exited with {status}:\n{output}")
+            for impl in killers:
+                mine = [t for t in failed if f"[{impl}" in t] or [t for t in failed if "[engine" not in t
+                                                                      and "[reference" not in t]
+                if not killers[impl] and mine:
+                    killers[impl] = mine[0]
+            if all(killers.values()):
+                break
+        return killers
+    finally:
+        for file, text in originals.items():
+            file.write_text(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", dest="select", default="", help="only mutants whose name contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.select in m.name]
+    problems = check_anchors(ROOT, mutants)
+    if problems:
+        print("mutants that no longer apply (update scripts/mutants.py):\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    if args.list:
+        print("\n".join(m.name for m in mutants))
+        return 0
+    results = []
+    with tempfile.TemporaryDirectory(prefix="plasticity_lab-mutants-") as tmp:
+        copy = copy_repository(Path(tmp) / "repo")
+        status, failed, output = run_tests(copy, TESTS, stop_early=True)
+        if status != 0:
+            print(f"the tests fail without any mutant ({failed or output}); fix them first", file=sys.stderr)
+            return 1
+        print(f"{len(mutants)} mutants, each planted in a copy of the repository ({copy});")
+        print(f"killed = a test fails: first {' '.join(TESTS[:-1])} (all), then {TESTS[-1]} (-x)\n")
+        for mutant in mutants:
+            start = time.monotonic()
+            try:
+                killers = run_mutant(mutant, copy)
+            except RuntimeError as err:
+                print(f"{mutant.name}: ERROR\n  " + str(err).replace("\n", "\n  "))
+                results.append((mutant, False))
+                continue
+            ok = all(killers.values())
+            results.append((mutant, ok))
+            print(f"{mutant.name}  ({time.monotonic() - start:.0f} s)")
+            for impl, test in killers.items():
+                print(f"    {impl:<9} {'killed by ' + test if test else 'SURVIVED'}", flush=True)
+    survived = [m.name for m, ok in results if not ok]
+    print(f"\n{len(results) - len(survived)} of {len(results)} mutants killed in every implementation they touch"
+          + (f"; not: {', '.join(survived)}" if survived else ""))
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
