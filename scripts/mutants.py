@@ -57,6 +57,11 @@ def _m(name: str, *edits: tuple[str, str, str]) -> Mutant:
     return Mutant(name, edits)
 
 
+# the engine's host-side count of eligible units (engine/learners/base.py, Maturity) with age >= m
+HOST_MATURITY_GE = ((BASE, "self._due[t + int(m) + 1] += add", "self._due[t + int(m)] += add"),
+                    (BASE, "young = age[k][age[k] <= self.m[k, l]]", "young = age[k][age[k] < self.m[k, l]]"),
+                    (BASE, "t + self.m[k, l] - young + 1,", "t + self.m[k, l] - young,"))
+
 MUTANTS = [
     # ---- CBP (SPEC 3.4)
     _m("cbp: highest u_hat replaced instead of lowest",
@@ -64,9 +69,7 @@ MUTANTS = [
        (RESETS, "chosen[l] = lowest(u_hat, eligible, n)", "chosen[l] = lowest(-u_hat, eligible, n)")),
     _m("cbp: eligible at age >= m",
        (CBP, "eligible = self.age[l][sel] > self.m_dev[l][sel]", "eligible = self.age[l][sel] >= self.m_dev[l][sel]"),
-       (BASE, "self._due[t + int(m) + 1] += add", "self._due[t + int(m)] += add"),
-       (BASE, "young = age[k][age[k] <= self.m[k, l]]", "young = age[k][age[k] < self.m[k, l]]"),
-       (BASE, "t + self.m[k, l] - young + 1,", "t + self.m[k, l] - young,"),
+       *HOST_MATURITY_GE,
        (RESETS, "            eligible = self.age[l] > self.m[l]\n            n = self.how_many",
         "            eligible = self.age[l] >= self.m[l]\n            n = self.how_many")),
     _m("cbp: u_hat without bias correction",
@@ -118,9 +121,7 @@ MUTANTS = [
        (RESETS, 'keys = u_hat if side == "low" else -u_hat', 'keys = -u_hat if side == "low" else u_hat')),
     _m("adapted: eligible at age >= m",
        (ADAPTED, "eligible = self.age[l][sel] > self.m_dev[l][sel]", "eligible = self.age[l][sel] >= self.m_dev[l][sel]"),
-       (BASE, "self._due[t + int(m) + 1] += add", "self._due[t + int(m)] += add"),
-       (BASE, "young = age[k][age[k] <= self.m[k, l]]", "young = age[k][age[k] < self.m[k, l]]"),
-       (BASE, "t + self.m[k, l] - young + 1,", "t + self.m[k, l] - young,"),
+       *HOST_MATURITY_GE,
        (RESETS, "                eligible = self.age[l] > self.m[l]\n", "                eligible = self.age[l] >= self.m[l]\n")),
     _m("adapted: u_hat without bias correction",
        (ADAPTED, "u_hat = self.u[l][sel] / self._bc[l][sel]", "u_hat = self.u[l][sel]"),
