@@ -283,6 +283,7 @@ def test_batchnorm_run_resumes_to_identical_metrics(tmp_path, mnist_root, monkey
     assert _rows(tmp_path / "whole") == _rows(tmp_path / "cut")
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_permuted_fashion_mnist_train_split_smoke_run(tmp_path, monkeypatch, debian_fashion):
     monkeypatch.delenv("PLASTICITY_LAB_DATA", raising=False)

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 PROBE_TESTS = '''
@@ -53,6 +55,7 @@ def test_data_fixture_without_data_marker_fails(tmp_path):
     assert outcomes["test_no_data"] == "PASSED"
 
 
+@pytest.mark.slow
 def test_missing_data_fails_under_ci_and_skips_elsewhere(tmp_path):
     empty = tmp_path / "no-data"
     empty.mkdir()

@@ -25,6 +25,7 @@ def _job(tmp_path, name, *overrides):
     return MemberJob(compose_config("debug=smoke", *overrides), tmp_path / name)
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_train_py_smoke_writes_run_json_and_metrics(tmp_path, mnist_root):
     env = {**os.environ, "PLASTICITY_LAB_DATA": str(mnist_root)}
@@ -47,6 +48,7 @@ def test_train_py_smoke_writes_run_json_and_metrics(tmp_path, mnist_root):
     assert (out / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_train_py_projects_its_time_and_ends_with_a_summary_line(tmp_path, mnist_root):
     """After the first task: its speed and the projected time of the rest; at the end, even with
@@ -89,6 +91,7 @@ def test_probes_full_runs_on_the_default_protocol(tmp_path, mnist_root, monkeypa
     assert not any(m.startswith("past_task_accuracy") for m in metrics)
 
 
+@pytest.mark.slow
 def test_bad_config_fails_before_training_and_writes_nothing(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=smoke", "learner=l2",
                            "learner.weight_decay=-0.1", f"hydra.run.dir={tmp_path / 'run'}"],
@@ -107,6 +110,7 @@ def test_first_task_well_above_chance_on_real_mnist(tmp_path, mnist_root, monkey
     assert info["mean_accuracy"] > 0.80  # 10,000 examples, 3 x 100 relu, step 0.003
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_population_members_equal_runs_alone_and_reference(tmp_path, mnist_root, monkeypatch):
     monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
@@ -189,6 +193,7 @@ def _counts(rows, metric):
     return {(int(r["task"]), int(r["layer"])): int(float(r["value"])) for r in rows if r["metric"] == metric}
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_train_py_adapted_tanh_smoke(tmp_path, mnist_root):
     info, rows = _train_py(tmp_path, mnist_root, "learner=adapted", "activation=tanh")
@@ -198,6 +203,7 @@ def test_train_py_adapted_tanh_smoke(tmp_path, mnist_root):
     assert all(0 <= float(r["value"]) <= 1 for r in rows if r["metric"] == "accuracy")
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_train_py_cbp_first_layer_only_smoke(tmp_path, mnist_root):
     info, rows = _train_py(tmp_path, mnist_root, "learner=cbp", "cbp_layers=layer_1",
