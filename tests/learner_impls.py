@@ -70,7 +70,7 @@ class EngineImpl(_Impl):
     def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
         # a per-layer list is one member's value: the engine takes one entry per member
         hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
-        self.learner = E.LEARNER_CLASSES[learner](**hyper) if learner else None
+        self.learner = E.LEARNER_CLASSES[learner](**hyper)
         self.pop = Population(spec, [seed], step_size, dtype=dtype, optimizer=optimizer, learner=self.learner, **opt)
         self._ages_set = False
 
@@ -138,7 +138,7 @@ class ReferenceImpl(_Impl):
     name = "reference"
 
     def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
-        self.learner = R.REFERENCE_CLASSES[learner](**hyper) if learner else None
+        self.learner = R.REFERENCE_CLASSES[learner](**hyper)
         self.ref = ReferenceLearner(spec, seed, step_size, optimizer=optimizer, learner=self.learner, dtype=dtype,
                                     **opt)
 
