@@ -69,6 +69,7 @@ def test_every_swept_value_validates(name):
                 parse_config(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_smoke_job_of_every_preset_trains(name, tmp_path, mnist_root, monkeypatch):

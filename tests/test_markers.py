@@ -48,6 +48,7 @@ def _outcomes(tmp_path, **env):
     return outcomes, proc.stdout
 
 
+@pytest.mark.slow
 def test_data_fixture_without_data_marker_fails(tmp_path):
     outcomes, out = _outcomes(tmp_path, PLASTICITY_LAB_DATA=str(ROOT.parent / "shared" / "data"), CI="false")
     assert outcomes["test_unmarked"] == "ERROR", out
