@@ -118,7 +118,7 @@ def _checked(default, fn):
 # --------------------------------------------------------------------------- sections
 IMAGE_DATASETS = ("permuted_mnist", "permuted_fashion_mnist")
 REGRESSION_DATASETS = ("bit_flipping", "slowly_changing_regression")
-_IMAGE_ONLY = ("split", "subset", "root", "download")
+_IMAGE_ONLY = ("split", "subset", "shuffle_seed", "root", "download")
 _REGRESSION_ONLY = ("flip_after", "flip_one", "target_units", "beta")
 
 
@@ -136,6 +136,7 @@ class DatasetSettings:
     split: str = _checked("test", _one_of("train", "test"))
     images_per_task: int = _checked(10_000, _positive)
     subset: str = _checked("fixed", _one_of(*SUBSETS))
+    shuffle_seed: Union[int, None] = _checked(None, _non_negative)  # shuffle the split once first (data/permuted.py)
     root: Union[str, None] = None  # folder with the IDX files; else $PLASTICITY_LAB_DATA, else the cache
     download: bool = True
     # regression (SPEC 2)
@@ -295,15 +296,22 @@ def layers_mask(rule, depth: int, key: str = "learner.layers") -> tuple[bool, ..
     return tuple(l + 1 in chosen for l in range(depth))
 
 
+CBP_REINITS = ("init", "no_gain")
+
+
 @dataclass(frozen=True)
 class CBPSettings(_Resolvable):
-    """Continual Backpropagation (SPEC 3.4) [D]; per-layer rates and presets [J]."""
+    """Continual Backpropagation (SPEC 3.4) [D]; per-layer rates and presets [J]; [P]'s second,
+    high-utility pass (``high_replacement_rate``) and its re-initialisation without the activation
+    gain (``reinit: no_gain``) (SPEC 5, "Preset fidelity")."""
 
     name: str = "cbp"
     replacement_rate: Any = _checked(1e-4, _per_layer(_UNIT_INTERVAL))
+    high_replacement_rate: Any = _checked(0.0, _per_layer(_UNIT_INTERVAL))
     decay_rate: Any = _checked(0.99, _per_layer(_DECAY))
     maturity_threshold: Any = _checked(100, _per_layer(_non_negative, integer=True))
     util_type: str = _checked("adaptable_contribution", _one_of(*CBP_UTIL_TYPES))
+    reinit: str = _checked("init", _one_of(*CBP_REINITS))
     accumulate: bool = True
     bias_correction: bool = False
     layers: Any = _checked("all", _layers_rule)  # which hidden layers CBP acts on (cbp_layers presets)
@@ -312,9 +320,10 @@ class CBPSettings(_Resolvable):
     def resolve(self, network):
         depth = network.depth
         mask = layers_mask(self.layers, depth)
-        rates = _layer_values(self.replacement_rate, depth, "learner.replacement_rate")
+        rates = {key: tuple(r if on else 0.0 for r, on in zip(_layer_values(getattr(self, key), depth, f"learner.{key}"), mask))
+                 for key in ("replacement_rate", "high_replacement_rate")}
         return dataclasses.replace(
-            self, replacement_rate=tuple(r if on else 0.0 for r, on in zip(rates, mask)),
+            self, **rates,
             decay_rate=_layer_values(self.decay_rate, depth, "learner.decay_rate"),
             maturity_threshold=_layer_values(self.maturity_threshold, depth, "learner.maturity_threshold"),
             layers=_tuple(self.layers))
@@ -327,6 +336,10 @@ ADAPTED_STRATEGIES = {
     "none": dict(c_low=1.0, c_high=1.0, rho_low=0.0, rho_high=0.0),
 }
 OPPOSITE_FAMILY = {"relu": "tanh", "tanh": "relu"}
+ADAPTED_SCHEDULES = ("per_step", "per_pass")
+# schedule per_pass ([P]'s "modified cfg" code, SPEC 5): after each pass, a layer in which a unit was
+# rescaled has its weights clamped to [-5, 5] and its biases to [-10, 10]
+PER_PASS_CLIP = {"weights": 5.0, "biases": 10.0}
 
 
 def strategy_per_layer(strategy: str, activations) -> list[str]:
@@ -344,7 +357,14 @@ def strategy_per_layer(strategy: str, activations) -> list[str]:
 class AdaptedSettings(_Resolvable):
     """Activation-adapted low/high utility rescaling (SPEC 3.5) [P]. c_low, c_high, rho_low,
     rho_high: null = from ``reset_strategy``; a number or a per-layer list (null entries =
-    from the strategy) overrides it."""
+    from the strategy) overrides it.
+
+    ``schedule``: ``per_step`` (the published code, SPEC 3.5): one age / utility update per
+    step, then the two passes, then every hidden layer clamped to [-clip, clip]; ``per_pass``
+    ([P]'s "modified cfg" code, SPEC 5): each pass (low, then high) ages the units and updates
+    the utility again before choosing, and a layer in which it rescaled a unit is clamped to
+    ``PER_PASS_CLIP`` (weights 5, biases 10); there ``clip`` is on (10, the default) or off (null).
+    """
 
     name: str = "adapted"
     reset_strategy: str = _checked("matched", _one_of("relu", "tanh", "matched", "opposite", "none"))
@@ -354,11 +374,16 @@ class AdaptedSettings(_Resolvable):
     rho_high: Any = _checked(None, _per_layer(_UNIT_INTERVAL, allow_null=True))
     decay_rate: Any = _checked(0.99, _per_layer(_DECAY))
     maturity_threshold: Any = _checked(100, _per_layer(_non_negative, integer=True))
+    schedule: str = _checked("per_step", _one_of(*ADAPTED_SCHEDULES))
     clip: Union[float, None] = _checked(10.0, _finite(_positive))
-    clip_mode: str = _checked("every_step", _one_of("every_step", "on_rescale"))
     weight_decay: float = _checked(0.0, _finite(_non_negative))
 
     def resolve(self, network):
+        if self.schedule == "per_pass" and self.clip not in (None, 10.0):
+            raise ConfigError(f"learner.clip={self.clip}: learner.schedule=per_pass clamps a rescaled layer to "
+                              f"[P]'s bounds (weights {PER_PASS_CLIP['weights']:g}, biases "
+                              f"{PER_PASS_CLIP['biases']:g}); there clip is 10 (on) or null (off). "
+                              "A clip bound of your own goes with learner.schedule=per_step")
         depth = network.depth
         strategies = strategy_per_layer(self.reset_strategy, network.per_layer("activation"))
         values = {}
@@ -421,8 +446,8 @@ SECTIONS = {"dataset": DatasetSettings, "network": NetworkSettings, "optimizer":
 # (learner.layers, learner.reset_strategy, which resolve to per-layer rates/factors).
 VECTORISABLE = (
     "seed", "optimizer.step_size", "optimizer.momentum", "optimizer.betas", "optimizer.eps",
-    "learner.weight_decay", "learner.replacement_rate", "learner.decay_rate", "learner.maturity_threshold",
-    "learner.layers", "learner.reset_strategy", "learner.c_low", "learner.c_high", "learner.rho_low",
+    "learner.weight_decay", "learner.replacement_rate", "learner.high_replacement_rate", "learner.decay_rate",
+    "learner.maturity_threshold", "learner.layers", "learner.reset_strategy", "learner.c_low", "learner.c_high", "learner.rho_low",
     "learner.rho_high", "learner.clip", "learner.sigma", "learner.shrink", "learner.tau", "learner.reset_period",
 )
 

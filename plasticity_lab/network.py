@@ -49,22 +49,25 @@ class NetworkSpec:
         """Init gain of linear layer ``layer`` (0-based; the output layer has gain 1)."""
         return get_activation(self.activations[layer]).gain if layer < self.num_hidden else 1.0
 
-    def init_bound(self, layer: int) -> float:
-        """b = gain * sqrt(3 / fan_in) for linear layer ``layer``."""
-        return self.gain(layer) * math.sqrt(3.0 / self.sizes[layer])
+    def init_bound(self, layer: int, gain: float | None = None) -> float:
+        """b = gain * sqrt(3 / fan_in) for linear layer ``layer`` (``gain`` None: the layer's own)."""
+        return (self.gain(layer) if gain is None else gain) * math.sqrt(3.0 / self.sizes[layer])
 
     def num_parameters(self) -> int:
         return sum((i + 1) * o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
 
 
-def init_weight(spec: NetworkSpec, layer: int, gen: torch.Generator, rows: int | None = None) -> torch.Tensor:
+def init_weight(spec: NetworkSpec, layer: int, gen: torch.Generator, rows: int | None = None,
+                gain: float | None = None) -> torch.Tensor:
     """Fresh input weights for ``rows`` units (default all) of linear layer ``layer``.
 
-    Drawn on the generator's device, float32, uniform in [-b, b]. Used at
-    initialisation and by the reset learners that redraw a unit from its init distribution.
+    Drawn on the generator's device, float32, uniform in [-b, b] with b = gain * sqrt(3 / fan_in);
+    ``gain`` None is the layer's activation gain (SPEC 1), 1.0 drops it ([P]'s CBP re-initialisation,
+    SPEC 5 "Preset fidelity"). The same number of draws whatever the bound. Used at initialisation
+    and by the reset learners that redraw a unit's input weights.
     """
     n_out = spec.sizes[layer + 1] if rows is None else rows
-    b = spec.init_bound(layer)
+    b = spec.init_bound(layer, gain)
     w = torch.empty(n_out, spec.sizes[layer], device=gen.device)
     return w.uniform_(-b, b, generator=gen)
 

@@ -31,11 +31,13 @@ def test_learner_defaults_are_the_spec_defaults():
     assert cbp.replacement_rate == (1e-4,) * 3 and cbp.decay_rate == (0.99,) * 3
     assert cbp.maturity_threshold == (100,) * 3 and cbp.util_type == "adaptable_contribution"
     assert cbp.accumulate is True and cbp.bias_correction is False and cbp.weight_decay == 0.0
+    assert cbp.high_replacement_rate == (0.0,) * 3 and cbp.reinit == "init"
     relu = parse_config(compose_config("learner=adapted", "reset_strategy=relu")).learner
     assert (relu.c_low, relu.c_high, relu.rho_low, relu.rho_high) == ((-0.5,) * 3, (0.5,) * 3, (1e-4,) * 3, (1e-5,) * 3)
     tanh = parse_config(compose_config("learner=adapted", "reset_strategy=tanh")).learner
     assert (tanh.c_low, tanh.c_high, tanh.rho_low, tanh.rho_high) == ((0.5,) * 3, (0.2,) * 3, (1e-5,) * 3, (1e-6,) * 3)
     assert tanh.clip == 10.0 and tanh.decay_rate == (0.99,) * 3 and tanh.maturity_threshold == (100,) * 3
+    assert tanh.schedule == "per_step"
     # python train.py learner=adapted activation=tanh: the matched strategy gives tanh layers the tanh strategy
     assert parse_config(compose_config("learner=adapted", "activation=tanh")).learner.c_low == (0.5,) * 3
     sp = parse_config(compose_config("learner=shrink_perturb")).learner
@@ -58,8 +60,16 @@ def test_cbp_layer_presets_resolve_for_any_depth(preset, depth, rates):
 
 
 def test_cbp_per_layer_rates_and_preset_combine():
-    s = parse_config(compose_config("learner=cbp", "learner.replacement_rate=[1e-2,1e-3,1e-4]", "cbp_layers=layers_2_to_L"))
+    s = parse_config(compose_config("learner=cbp", "learner.replacement_rate=[1e-2,1e-3,1e-4]", "cbp_layers=layers_2_to_L",
+                                    "learner.high_replacement_rate=1e-5"))
     assert s.learner.replacement_rate == (0.0, 1e-3, 1e-4)
+    assert s.learner.high_replacement_rate == (0.0, 1e-5, 1e-5)  # the layer preset switches both passes off
+
+
+def test_adapted_per_pass_clip_is_on_or_off():
+    on = parse_config(compose_config("learner=adapted", "learner.schedule=per_pass")).learner
+    off = parse_config(compose_config("learner=adapted", "learner.schedule=per_pass", "learner.clip=null")).learner
+    assert (on.schedule, on.clip, off.clip) == ("per_pass", 10.0, None)
 
 
 def test_adapted_strategies_resolve_per_layer_from_the_activation_family():
@@ -130,7 +140,12 @@ def test_network_presets():
     (["learner=adapted", "learner.rho_high=-1"], "learner.rho_high"),
     (["learner=adapted", "learner.c_low=abc"], "learner.c_low"),
     (["learner=adapted", "learner.clip=-1"], "learner.clip"),
-    (["learner=adapted", "learner.clip_mode=always"], "learner.clip_mode"),
+    (["learner=adapted", "learner.schedule=per_layer"], "learner.schedule"),
+    (["learner=adapted", "learner.schedule=per_pass", "learner.clip=3"], "learner.clip"),
+    (["learner=cbp", "learner.high_replacement_rate=-1e-5"], "learner.high_replacement_rate"),
+    (["learner=cbp", "learner.high_replacement_rate=[1e-5,1e-5]"], "learner.high_replacement_rate"),
+    (["learner=cbp", "learner.reinit=kaiming"], "learner.reinit"),
+    (["learner=adapted", "+learner.reinit=no_gain"], "learner.reinit"),
     (["learner=shrink_perturb", "learner.sigma=-1e-5"], "learner.sigma"),
     (["learner=shrink_perturb", "learner.mode=reset"], "learner.mode"),
     (["learner=shrink_perturb", "learner.shrink=1.5"], "learner.shrink"),
@@ -181,10 +196,12 @@ def test_population_key_ignores_only_vectorisable_values():
 
 @pytest.mark.parametrize("learner,a,b,different", [
     ("cbp", ["cbp_layers=layer_1", "learner.decay_rate=0.9"],
-     ["learner.replacement_rate=[1e-3,1e-4,1e-5]", "learner.maturity_threshold=[10,20,30]", "optimizer.momentum=0.9"],
+     ["learner.replacement_rate=[1e-3,1e-4,1e-5]", "learner.maturity_threshold=[10,20,30]", "optimizer.momentum=0.9",
+      "learner.high_replacement_rate=[0,1e-5,1e-4]"],
      ["learner.util_type=contribution"]),
+    ("cbp", ["learner.high_replacement_rate=1e-5"], ["learner.high_replacement_rate=0"], ["learner.reinit=no_gain"]),
     ("adapted", ["reset_strategy=relu", "learner.clip=null"], ["reset_strategy=tanh", "learner.c_low=[1,2,3]", "learner.rho_high=0"],
-     ["learner.clip_mode=on_rescale"]),
+     ["learner.schedule=per_pass"]),
     ("shrink_perturb", ["learner.sigma=1e-4"], ["learner.sigma=1e-6", "learner.weight_decay=0"], ["learner.mode=toward_init"]),
     ("redo", ["learner.tau=0"], ["learner.tau=[0.1,0.2,0.3]", "learner.reset_period=10"], ["network_depth=depth_2"]),
 ])

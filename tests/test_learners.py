@@ -74,14 +74,22 @@ def _engine_vs_reference(spec, engine_learner, ref_learner, steps=STEPS, tol=2e-
                   maturity_threshold=20)),
     ("tanh", dict(util_type="zero_contribution", bias_correction=True, **FAST)),
     ("relu", dict(util_type="feature_by_input", **FAST)),
+    # [P]'s two-pass CBP: a high-utility pass with its own rate, re-initialisation without the gain
+    ("relu", dict(util_type="contribution", high_replacement_rate=5e-3, reinit="no_gain", **FAST)),
+    ("tanh", dict(util_type="adaptable_contribution", replacement_rate=[1e-2, 0.0, 5e-3],
+                  high_replacement_rate=[0.0, 1e-2, 5e-3], maturity_threshold=[20, 10, 30], bias_correction=True)),
+    ("tanh", dict(util_type="random", accumulate=False, replacement_rate=2e-3, high_replacement_rate=[2e-3, 0.0, 1e-3],
+                  maturity_threshold=20, reinit="no_gain")),
 ])
 def test_cbp_engine_matches_reference(activation, kwargs, coin_draws):
     per_member = {k: [v] if isinstance(v, list) else v for k, v in kwargs.items()}
     _, _, counts = _engine_vs_reference(_spec(activation), E.ContinualBackprop(**per_member),
                                         R.ContinualBackprop(**kwargs))
     assert min(counts["units_reset"]) > 0  # replacements happened in every layer
-    if kwargs.get("accumulate") is False:  # 2e-3 * 32 units < 1: a coin per layer and step once units are mature
-        assert len(coin_draws) == 2 * 3 * (STEPS - 20)  # engine and reference, steps 21..300
+    if kwargs.get("accumulate") is False:  # rho * 32 units < 1: a coin per pass, layer and step once units are mature
+        rates = [kwargs["replacement_rate"], kwargs.get("high_replacement_rate", 0.0)]  # the low and the high pass
+        coins_per_step = sum(r > 0 for rate in rates for r in (rate if isinstance(rate, list) else [rate] * 3))
+        assert len(coin_draws) == 2 * coins_per_step * (STEPS - 20)  # engine and reference, steps 21..300
 
 
 def test_cbp_many_replacements_per_step_match_reference():
@@ -108,8 +116,12 @@ ADAPTED_CASES = [
     ("relu", dict(c_low=-0.5, c_high=0.5, rho_low=1e-2, rho_high=5e-3, maturity_threshold=20, clip=None)),
     ("tanh", dict(c_low=[0.5, -1.0, 2.0], c_high=[0.2, 0.5, -0.5], rho_low=[1e-2, 2e-2, 5e-3],
                   rho_high=[5e-3, 1e-2, 2e-2], maturity_threshold=[20, 10, 15], clip=1.0)),
-    ("tanh", dict(c_low=2.0, c_high=1.5, rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.3,
-                  clip_mode="on_rescale")),
+    # [P]'s "modified cfg" code: each pass ages and updates utilities; rescaled layers clamped to 5 / 10
+    ("relu", dict(c_low=3.0, c_high=0.5, rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, schedule="per_pass")),
+    ("relu", dict(c_low=[-0.5, 3.0, 0.5], c_high=[0.5, 0.2, -2.0], rho_low=[2e-2, 0.0, 1e-2],
+                  rho_high=[1e-2, 2e-2, 0.0], maturity_threshold=[0, 10, 15], schedule="per_pass")),
+    ("tanh", dict(c_low=0.5, c_high=0.2, rho_low=1e-2, rho_high=1e-2, maturity_threshold=10, schedule="per_pass",
+                  clip=None)),
 ]
 
 
@@ -122,7 +134,11 @@ def test_adapted_engine_matches_reference(activation, kwargs, dtype, tol):
     per_member = {k: [v] if isinstance(v, list) else v for k, v in kwargs.items()}
     _, _, counts = _engine_vs_reference(_spec(activation), E.AdaptedRescaling(**per_member),
                                         R.AdaptedRescaling(**kwargs), dtype=dtype, tol=tol)
-    assert min(counts["units_rescaled_low"]) > 0 and min(counts["units_rescaled_high"]) > 0
+    rates = {side: kwargs[f"rho_{side}"] for side in ("low", "high")}
+    for side, rate in rates.items():  # every (layer, pass) with a rate rescaled something
+        on = [r > 0 for r in (rate if isinstance(rate, list) else [rate] * 3)]
+        assert all(c > 0 for c, o in zip(counts[f"units_rescaled_{side}"], on) if o)
+        assert all(c == 0 for c, o in zip(counts[f"units_rescaled_{side}"], on) if not o)
 
 
 @pytest.mark.parametrize("kwargs", [dict(sigma=1e-3), dict(mode="toward_init", shrink=0.99)])
@@ -348,6 +364,103 @@ def test_clip_bounds_every_hidden_layer():
     assert pop.W[3].abs().max() > 0.05  # the output layer is not clipped
 
 
+def test_cbp_high_pass_replaces_the_highest_utility_units_left_by_the_low_pass():
+    """[P]'s two-pass CBP: the low pass takes the 4 lowest u_hat of 40 mature units, then the high
+    pass floor(0.1 * 36) = 3 of the HIGHEST among the other 36 (0.6 carried in its own accumulator)."""
+    m, H, eta = 5, 40, 0.99
+    learner = E.ContinualBackprop(replacement_rate=0.1, high_replacement_rate=0.1, maturity_threshold=m,
+                                  util_type="contribution")
+    pop = Population(_spec("tanh", width=H), [1], 0.01, learner=learner)
+    snaps = _watch(learner)
+    x, y = _data(1, m + 1)
+    pop.train(x, y)  # at step m + 1 every unit has age m + 1 > m: the first decisions
+    snap = snaps[-1]
+    for l in range(3):
+        # contribution utility by hand: mean_k |W_next[k, i]| * |h_i|, averaged with decay eta
+        x_util = snap["W"][l + 1][0].abs().mean(dim=0) * snap["h"][l + 1][0, 0].abs()
+        u_hat = torch.lerp(snap["u"][l][0], x_util, 1 - eta) / (1 - eta ** (m + 1))
+        replaced = set(torch.nonzero(snap["age_after"][l][0] == 0).flatten().tolist())
+        order = torch.argsort(u_hat).tolist()
+        low = order[:4]
+        high = [i for i in order[::-1] if i not in low][:3]
+        assert replaced == set(low) | set(high)
+    assert learner.acc_high[0].tolist() == pytest.approx([0.6] * 3)
+    assert learner.acc[0].tolist() == pytest.approx([0.0] * 3)
+    assert pop.take_counts()["units_reset"][0].tolist() == [7, 7, 7]
+
+
+def test_cbp_reinit_no_gain_draws_the_same_rows_without_the_activation_gain():
+    """reinit=no_gain ([P]): U(-sqrt(3 / fan_in), +); reinit=init: the layer's Kaiming bound, sqrt(2) larger
+    for relu. Same seed, same draws: the rows differ exactly by the gain."""
+    spec = _spec("relu")
+    rows = {}
+    for reinit in ("init", "no_gain"):
+        learner = E.ContinualBackprop(replacement_rate=[[0.05, 0.0, 0.0]], maturity_threshold=10, reinit=reinit)
+        pop = Population(spec, [5], 0.01, learner=learner)
+        snaps = _watch(learner)
+        x, y = _data(1, 11)
+        pop.train(x, y)  # the first replacement in layer 1 at step 11 (floor(0.05 * 32) = 1)
+        replaced = (snaps[-1]["W"][0] != snaps[-1]["W_after"][0]).any(dim=2)[0]
+        assert replaced.sum() == 1 and all(not (s["W"][0] != s["W_after"][0]).any() for s in snaps[:-1])
+        rows[reinit] = pop.W[0][0, replaced]
+    bound = math.sqrt(3 / 784)
+    assert spec.gain(0) == pytest.approx(math.sqrt(2))
+    torch.testing.assert_close(rows["no_gain"] * math.sqrt(2), rows["init"], rtol=1e-6, atol=0)
+    assert rows["no_gain"].abs().max() <= bound and rows["no_gain"].abs().max() > 0.95 * bound
+    assert rows["init"].abs().max() > 1.3 * bound
+
+
+def test_adapted_per_pass_ages_and_updates_the_utility_once_per_pass():
+    """schedule=per_pass ([P]'s modified code): where both rates are > 0 a unit ages 2 per step and its
+    running mean decays as eta^2 (u <- eta (eta u + (1 - eta) a) + (1 - eta) a); with one rate, once.
+    per_step ages every active layer once."""
+    eta, steps = 0.9, 30
+    per_pass = E.AdaptedRescaling(rho_low=[[0.5, 0.5, 0.0]], rho_high=[[0.5, 0.0, 0.5]], maturity_threshold=1000,
+                                  decay_rate=eta, schedule="per_pass")
+    per_step = E.AdaptedRescaling(rho_low=[[0.5, 0.5, 0.0]], rho_high=[[0.5, 0.0, 0.5]], maturity_threshold=1000,
+                                  decay_rate=eta)
+    for learner in (per_pass, per_step):
+        pop = Population(_spec("tanh"), [0], 0.01, learner=learner)
+        snaps = _watch(learner)
+        x, y = _data(1, steps)
+        pop.train(x, y)
+        ticks = [2, 1, 1] if learner is per_pass else [1, 1, 1]
+        for l in range(3):
+            assert learner.age[l][0].eq(ticks[l] * steps).all()
+            u = torch.zeros_like(learner.u[l][0])
+            for snap in snaps:
+                for _ in range(ticks[l]):
+                    u = eta * u + (1 - eta) * snap["h"][l + 1][0, 0]
+            torch.testing.assert_close(learner.u[l][0], u, rtol=1e-5, atol=1e-7)
+
+
+def test_adapted_per_pass_clamps_only_a_layer_it_rescaled_to_5_and_10():
+    """[P]'s modified code clamps weights to [-5, 5] and biases to [-10, 10], in a layer where a unit was
+    rescaled at that step only; per_step clamps every hidden layer to [-clip, clip] every step."""
+    learner = E.AdaptedRescaling(c_low=1.0, c_high=1.0, rho_low=[[0.0, 0.05, 0.0]], rho_high=0.0,
+                                 maturity_threshold=10, schedule="per_pass")
+    pop = Population(_spec("relu"), [0], 1e-4, learner=learner)
+    with torch.no_grad():
+        for l in (1, 2):  # hidden layers 2 and 3: one weight and one bias beyond the bounds
+            pop.W[l][0, 0, 0] = 8.0
+            pop.b[l][0, 0] = 20.0
+    snaps = _watch(learner)
+    x, y = _data(1, 11)
+    pop.train(x, y)  # layer 2's units mature (age > 10) at step 11: the first rescale
+    assert all(s["W_after"][1].abs().max() > 7.9 and s["b_after"][1].abs().max() > 19.9 for s in snaps[:-1])
+    assert pop.take_counts()["units_rescaled_low"][0].tolist() == [0, 1, 0]
+    assert pop.W[1].abs().max() == 5.0 and pop.b[1].abs().max() == 10.0  # rescaled layer: clamped
+    assert pop.W[2].abs().max() > 7.9 and pop.b[2].abs().max() > 19.9  # layer 3 rescaled nothing: untouched
+    assert pop.W[0].abs().max() < 1.0  # (layer 1's weights are small anyway)
+    every_step = E.AdaptedRescaling(c_low=1.0, c_high=1.0, rho_low=[[0.0, 0.05, 0.0]], rho_high=0.0,
+                                    maturity_threshold=10, clip=3.0)
+    pop = Population(_spec("relu"), [0], 1e-4, learner=every_step)
+    with torch.no_grad():
+        pop.W[2][0, 0, 0] = 8.0
+    pop.train(x[:, :1], y[:, :1])  # no unit is mature yet, every layer is clamped all the same
+    assert pop.W[2].abs().max() == 3.0
+
+
 def test_adam_state_is_zeroed_only_for_replaced_units():
     learner = E.ContinualBackprop(replacement_rate=[[0.05, 0.0, 0.0]] * 2, maturity_threshold=10)
     pop = Population(_spec("tanh"), [0, 1], 1e-3, optimizer="adam", learner=learner)
@@ -442,6 +555,16 @@ def test_population_members_equal_runs_alone_cbp():
     assert counts["units_reset"].sum() > 20
 
 
+def test_population_members_equal_runs_alone_cbp_high_pass_and_reinit():
+    counts = _population_equals_alone(
+        lambda sel: E.ContinualBackprop(replacement_rate=_pick([1e-2, [5e-3, 0.0, 1e-2], 0.0, 2e-2], sel),
+                                        high_replacement_rate=_pick([5e-3, [0.0, 1e-2, 1e-2], 1e-2, 0.0], sel),
+                                        maturity_threshold=_pick([20, 10, 15, 30], sel), util_type="contribution",
+                                        reinit="no_gain"),
+        step_size=0.01, activation="relu")
+    assert counts["units_reset"].sum() > 20
+
+
 def test_population_members_equal_runs_alone_cbp_coins_random_utility_adam(coin_draws):
     _population_equals_alone(
         lambda sel: E.ContinualBackprop(replacement_rate=_pick([1e-3, 2e-3, 5e-3, 1e-2], sel), maturity_threshold=10,
@@ -459,6 +582,18 @@ def test_population_members_equal_runs_alone_adapted():
                                        rho_low=_pick([1e-2, 2e-2, 0.0, 5e-3], sel), rho_high=_pick([5e-3, 0.0, 1e-2, 1e-2], sel),
                                        maturity_threshold=_pick([10, 20, 5, 15], sel), clip=_pick([10.0, None, 0.5, 1.0], sel)),
         step_size=0.01)
+
+
+def test_population_members_equal_runs_alone_adapted_per_pass():
+    """Members whose passes tick different layers keep their own maturity clocks (per_pass)."""
+    counts = _population_equals_alone(
+        lambda sel: E.AdaptedRescaling(c_low=_pick([-0.5, 0.5, 2.0, 0.0], sel), c_high=_pick([0.5, 0.2, 1.0, 1.5], sel),
+                                       rho_low=_pick([1e-2, [2e-2, 0.0, 1e-2], 0.0, 5e-3], sel),
+                                       rho_high=_pick([5e-3, [0.0, 1e-2, 1e-2], 1e-2, 0.0], sel),
+                                       maturity_threshold=_pick([10, [0, 5, 20], 5, 15], sel),
+                                       clip=_pick([10.0, None, 10.0, 10.0], sel), schedule="per_pass"),
+        step_size=0.01)
+    assert counts["units_rescaled_low"].sum() > 10 and counts["units_rescaled_high"].sum() > 10
 
 
 def test_population_members_equal_runs_alone_shrink_perturb_and_redo():
@@ -480,6 +615,8 @@ def test_population_members_equal_runs_alone_momentum():
 @pytest.mark.parametrize("make,opt", [
     (lambda: E.ContinualBackprop(**FAST), {}),
     (lambda: E.AdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20), {}),
+    (lambda: E.AdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20, schedule="per_pass"), {}),
+    (lambda: E.ContinualBackprop(high_replacement_rate=1e-2, **FAST), {}),
     (lambda: E.ShrinkPerturb(sigma=1e-3), dict(optimizer="adam")),
     (lambda: E.ReDo(reset_period=20), dict(optimizer="sgd", momentum=0.9)),
 ])

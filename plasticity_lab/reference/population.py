@@ -19,8 +19,9 @@ from .resets import REFERENCE_CLASSES
 
 # reference learner argument <- learner settings key (the papers' names)
 _ARGS = {
-    "cbp": ("replacement_rate", "decay_rate", "maturity_threshold", "util_type", "accumulate", "bias_correction"),
-    "adapted": ("c_low", "c_high", "rho_low", "rho_high", "decay_rate", "maturity_threshold", "clip", "clip_mode"),
+    "cbp": ("replacement_rate", "high_replacement_rate", "decay_rate", "maturity_threshold", "util_type", "reinit",
+            "accumulate", "bias_correction"),
+    "adapted": ("c_low", "c_high", "rho_low", "rho_high", "decay_rate", "maturity_threshold", "schedule", "clip"),
     "shrink_perturb": ("sigma", "mode", "shrink"),
     "redo": ("reset_period", "tau"),
 }

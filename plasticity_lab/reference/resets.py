@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from ..config import PER_PASS_CLIP
 from ..network import init_weight
 from ..seeding import ALGO, COIN, NOISE, REINIT, UTIL, UniformStream, generator
 from .optim import zero_unit_state
@@ -61,11 +62,12 @@ class _ResetLearner:
     def acts_on(self, l: int) -> bool:
         return True
 
-    def replace_units(self, l: int, units: torch.Tensor, gen: torch.Generator) -> None:
+    def replace_units(self, l: int, units: torch.Tensor, gen: torch.Generator, gain: float | None = None) -> None:
         """Re-initialise units of hidden layer l: input weights from the layer's init
-        distribution, bias 0, outgoing weights 0, optimiser state of all three zeroed."""
+        distribution (``gain`` 1.0: without its activation gain), bias 0, outgoing weights 0,
+        optimiser state of all three zeroed."""
         layer, next_layer = self.linears[l], self.linears[l + 1]
-        layer.weight[units] = init_weight(self.spec, l, gen, len(units)).to(layer.weight)
+        layer.weight[units] = init_weight(self.spec, l, gen, len(units), gain).to(layer.weight)
         layer.bias[units] = 0.0
         next_layer.weight[:, units] = 0.0
         zero_unit_state(self.optimizer, layer.weight, units, dim=0)
@@ -74,41 +76,47 @@ class _ResetLearner:
 
 
 class ContinualBackprop(_ResetLearner):
-    """SPEC 3.4, Dohare et al. 2024 [D] (GnT); per-layer rates [J]."""
+    """SPEC 3.4, Dohare et al. 2024 [D] (GnT); per-layer rates [J]; [P]'s high-utility pass
+    (``high_replacement_rate``) and re-initialisation without the activation gain
+    (``reinit='no_gain'``), SPEC 5 "Preset fidelity"."""
 
     COUNTS = ("units_reset",)
+    REINIT_GAIN = {"init": None, "no_gain": 1.0}
 
     def __init__(self, replacement_rate=1e-4, decay_rate=0.99, maturity_threshold=100,
-                 util_type="adaptable_contribution", accumulate=True, bias_correction=False):
+                 util_type="adaptable_contribution", accumulate=True, bias_correction=False,
+                 high_replacement_rate=0.0, reinit="init"):
         self.replacement_rate, self.decay_rate = replacement_rate, decay_rate
         self.maturity_threshold, self.util_type = maturity_threshold, util_type
         self.accumulate, self.bias_correction = accumulate, bias_correction
+        self.high_replacement_rate, self.reinit = high_replacement_rate, reinit
 
     def setup(self, learner) -> None:
         super().setup(learner)
         L, widths = self.L, self.spec.sizes[1:-1]
-        self.rho = per_layer(self.replacement_rate, L, "replacement_rate")
+        self.rho = {"low": per_layer(self.replacement_rate, L, "replacement_rate"),
+                    "high": per_layer(self.high_replacement_rate, L, "high_replacement_rate")}
         self.eta = per_layer(self.decay_rate, L, "decay_rate")
         self.m = per_layer(self.maturity_threshold, L, "maturity_threshold")
         dtype = self.linears[0].weight.dtype
         self.age = [torch.zeros(H, dtype=dtype) for H in widths]
         self.f = [torch.zeros(H, dtype=dtype) for H in widths]  # running mean activation
         self.u = [torch.zeros(H, dtype=dtype) for H in widths]  # running utility
-        self.acc = [0.0] * L  # fractional replacements carried over
+        self.acc = {"low": [0.0] * L, "high": [0.0] * L}  # fractional replacements carried over, per pass
         self.reinit_gen = generator(self.seed, ALGO, REINIT)
         self.util_gen = generator(self.seed, ALGO, UTIL)
         self.coins = UniformStream(generator(self.seed, ALGO, COIN))
 
     def acts_on(self, l: int) -> bool:
-        return self.rho[l] > 0
+        return self.rho["low"][l] > 0 or self.rho["high"][l] > 0
 
     @torch.no_grad()
     def after_step(self, features: list[torch.Tensor]) -> None:
-        chosen = [None] * self.L
+        u_hat = [None] * self.L
         f_hat = [None] * self.L
         for l in range(self.L):
-            if self.rho[l] == 0:
-                continue  # step 1: a layer with rate 0 skips the whole algorithm
+            if not self.acts_on(l):
+                continue  # step 1: a layer whose rates are 0 skips the whole algorithm
             h, eta = features[l], self.eta[l]
             # 1-2. ages and the running mean activation, bias-corrected
             self.age[l] += 1
@@ -118,27 +126,35 @@ class ContinualBackprop(_ResetLearner):
             # 3. instantaneous utility and its running average
             x = self.instantaneous_utility(l, h, f_hat[l])
             self.u[l] = torch.lerp(self.u[l], x, 1 - eta)  # eta u + (1 - eta) x
-            u_hat = self.u[l] / bias_correction
-            # 4-5. eligible units and how many to replace
-            eligible = self.age[l] > self.m[l]
-            n = self.how_many(l, int(eligible.sum()))
-            if n == 0:
-                continue
-            if self.util_type == "random":
-                u_hat = torch.rand(len(u_hat), generator=self.util_gen).to(u_hat)
-            chosen[l] = lowest(u_hat, eligible, n)
-        for l in range(self.L):  # 6-8. replace, layer by layer
-            units = chosen[l]
-            if units is None:
-                continue
-            if self.bias_correction:
-                next_layer = self.linears[l + 1]
-                next_layer.bias += (next_layer.weight[:, units] * f_hat[l][units]).sum(dim=1)
-            self.replace_units(l, units, self.reinit_gen)
-            self.age[l][units] = 0
-            self.u[l][units] = 0
-            self.f[l][units] = 0
-            self.counts["units_reset"][l] += len(units)
+            u_hat[l] = self.u[l] / bias_correction
+        # 4-8: the low-utility pass in every layer, then [P]'s high-utility pass (its units: the
+        # mature ones left after the low pass, chosen by this step's utilities)
+        for side in ("low", "high"):
+            chosen = [None] * self.L
+            for l in range(self.L):
+                if self.rho[side][l] == 0:
+                    continue
+                # 4-5. eligible units and how many to replace
+                eligible = self.age[l] > self.m[l]
+                n = self.how_many(side, l, int(eligible.sum()))
+                if n == 0:
+                    continue
+                keys = u_hat[l]
+                if self.util_type == "random":
+                    keys = torch.rand(len(keys), generator=self.util_gen).to(keys)
+                chosen[l] = lowest(keys if side == "low" else -keys, eligible, n)
+            for l in range(self.L):  # 6-8. replace, layer by layer
+                units = chosen[l]
+                if units is None:
+                    continue
+                if self.bias_correction:
+                    next_layer = self.linears[l + 1]
+                    next_layer.bias += (next_layer.weight[:, units] * f_hat[l][units]).sum(dim=1)
+                self.replace_units(l, units, self.reinit_gen, self.REINIT_GAIN[self.reinit])
+                self.age[l][units] = 0
+                self.u[l][units] = 0
+                self.f[l][units] = 0
+                self.counts["units_reset"][l] += len(units)
 
     def instantaneous_utility(self, l: int, h: torch.Tensor, f_hat: torch.Tensor) -> torch.Tensor:
         out_mag = self.linears[l + 1].weight.abs().mean(dim=0)  # mean_k |W_next[k, i]|
@@ -161,13 +177,13 @@ class ContinualBackprop(_ResetLearner):
             return torch.zeros_like(out_mag)  # u_hat is a fresh U(0, 1) draw when units are chosen
         raise ValueError(f"unknown util_type {kind!r}")
 
-    def how_many(self, l: int, eligible: int) -> int:
-        """Step 5: accumulate fractional replacements, or (accumulate=false) the coin rule."""
-        expected = self.rho[l] * eligible
+    def how_many(self, side: str, l: int, eligible: int) -> int:
+        """Step 5 for one pass: accumulate fractional replacements, or (accumulate=false) the coin rule."""
+        expected = self.rho[side][l] * eligible
         if self.accumulate:
-            self.acc[l] += expected
-            n = math.floor(self.acc[l])
-            self.acc[l] -= n
+            self.acc[side][l] += expected
+            n = math.floor(self.acc[side][l])
+            self.acc[side][l] -= n
             return n
         if eligible > 0 and expected < 1:
             return 1 if self.coins.next() <= expected else 0
@@ -178,15 +194,21 @@ ADAPTED_COUNTS = ("units_rescaled_low", "units_rescaled_high")
 
 
 class AdaptedRescaling(_ResetLearner):
-    """SPEC 3.5, Purice 2025 [P]: low/high utility rescaling of input rows and biases."""
+    """SPEC 3.5, Purice 2025 [P]: low/high utility rescaling of input rows and biases.
+
+    ``schedule='per_step'`` (the published code): one age / utility update per step, the low
+    then the high pass, then every hidden layer clamped to [-clip, clip]. ``schedule='per_pass'``
+    ([P]'s "modified cfg" code, SPEC 5): each pass updates ages and utilities itself, and clamps a
+    layer in which it rescaled a unit to [-5, 5] (weights) and [-10, 10] (biases).
+    """
 
     COUNTS = ADAPTED_COUNTS
 
     def __init__(self, c_low=-0.5, c_high=0.5, rho_low=1e-4, rho_high=1e-5, decay_rate=0.99,
-                 maturity_threshold=100, clip=10.0, clip_mode="every_step"):
+                 maturity_threshold=100, clip=10.0, schedule="per_step"):
         self.c_low, self.c_high, self.rho_low, self.rho_high = c_low, c_high, rho_low, rho_high
         self.decay_rate, self.maturity_threshold = decay_rate, maturity_threshold
-        self.clip, self.clip_mode = clip, clip_mode
+        self.clip, self.schedule = clip, schedule
 
     def setup(self, learner) -> None:
         super().setup(learner)
@@ -205,35 +227,51 @@ class AdaptedRescaling(_ResetLearner):
 
     @torch.no_grad()
     def after_step(self, features: list[torch.Tensor]) -> None:
-        rescaled_layers = set()
+        if self.schedule == "per_pass":
+            for side in ("low", "high"):
+                for l in range(self.L):
+                    if self.rho[side][l] == 0:
+                        continue  # a pass with rate 0 does nothing on this layer, not even age it
+                    self.update_utility(l, features[l])
+                    if self.rescale(l, side) and self.clip is not None:
+                        layer = self.linears[l]
+                        layer.weight.clamp_(-PER_PASS_CLIP["weights"], PER_PASS_CLIP["weights"])
+                        layer.bias.clamp_(-PER_PASS_CLIP["biases"], PER_PASS_CLIP["biases"])
+            return
         for l in range(self.L):
-            if self.rho["low"][l] == 0 and self.rho["high"][l] == 0:
+            if not self.acts_on(l):
                 continue  # nothing to do on this layer
-            eta = self.eta[l]
-            self.age[l] += 1
-            self.u[l] = torch.lerp(self.u[l], features[l].mean(dim=0), 1 - eta)  # eta u + (1 - eta) mean_batch(a)
-            u_hat = self.u[l] / (1 - eta**self.age[l])
+            self.update_utility(l, features[l])
             for side in ("low", "high"):  # low pass first; its units (age 0) are not eligible for the high pass
-                eligible = self.age[l] > self.m[l]
-                self.acc[side][l] += self.rho[side][l] * int(eligible.sum())
-                n = math.floor(self.acc[side][l])
-                self.acc[side][l] -= n
-                if n == 0:
-                    continue
-                keys = u_hat if side == "low" else -u_hat  # lowest or highest utility first
-                units = lowest(keys, eligible, n)
-                layer = self.linears[l]
-                layer.weight[units] *= self.c[side][l]  # input row AND bias; outgoing weights untouched
-                layer.bias[units] *= self.c[side][l]
-                self.age[l][units] = 0
-                self.u[l][units] = 0
-                self.counts[f"units_rescaled_{side}"][l] += n
-                rescaled_layers.add(l)
+                self.rescale(l, side)
         if self.clip is not None:
-            layers = range(self.L) if self.clip_mode == "every_step" else sorted(rescaled_layers)
-            for l in layers:
-                self.linears[l].weight.clamp_(-self.clip, self.clip)
-                self.linears[l].bias.clamp_(-self.clip, self.clip)
+            for layer in self.linears[: self.L]:
+                layer.weight.clamp_(-self.clip, self.clip)
+                layer.bias.clamp_(-self.clip, self.clip)
+
+    def update_utility(self, l: int, a: torch.Tensor) -> None:
+        """age += 1; u <- eta u + (1 - eta) mean_batch(a), a the signed post-activation."""
+        self.age[l] += 1
+        self.u[l] = torch.lerp(self.u[l], a.mean(dim=0), 1 - self.eta[l])
+
+    def rescale(self, l: int, side: str) -> int:
+        """One pass on layer l: the n eligible units with the lowest (highest) u_hat get their
+        input row and bias multiplied by c_side; returns n."""
+        u_hat = self.u[l] / (1 - self.eta[l] ** self.age[l])
+        eligible = self.age[l] > self.m[l]
+        self.acc[side][l] += self.rho[side][l] * int(eligible.sum())
+        n = math.floor(self.acc[side][l])
+        self.acc[side][l] -= n
+        if n == 0:
+            return 0
+        units = lowest(u_hat if side == "low" else -u_hat, eligible, n)  # lowest or highest utility first
+        layer = self.linears[l]
+        layer.weight[units] *= self.c[side][l]  # input row AND bias; outgoing weights untouched
+        layer.bias[units] *= self.c[side][l]
+        self.age[l][units] = 0
+        self.u[l][units] = 0
+        self.counts[f"units_rescaled_{side}"][l] += n
+        return n
 
 
 class ShrinkPerturb(_ResetLearner):

@@ -34,12 +34,13 @@ LEARNER_CLASSES = {"cbp": ContinualBackprop, "adapted": AdaptedRescaling,
 
 # constructor argument <- config key, per learner (the same names: the papers' names)
 _ARGS = {
-    "cbp": ("replacement_rate", "decay_rate", "maturity_threshold", "util_type", "accumulate", "bias_correction"),
-    "adapted": ("c_low", "c_high", "rho_low", "rho_high", "decay_rate", "maturity_threshold", "clip", "clip_mode"),
+    "cbp": ("replacement_rate", "high_replacement_rate", "decay_rate", "maturity_threshold", "util_type", "reinit",
+            "accumulate", "bias_correction"),
+    "adapted": ("c_low", "c_high", "rho_low", "rho_high", "decay_rate", "maturity_threshold", "schedule", "clip"),
     "shrink_perturb": ("sigma", "mode", "shrink"),
     "redo": ("reset_period", "tau"),
 }
-_SHARED = {"util_type", "accumulate", "bias_correction", "clip_mode", "mode"}  # equal within a population
+_SHARED = {"util_type", "reinit", "accumulate", "bias_correction", "schedule", "mode"}  # equal within a population
 
 
 def learner_from_settings(learners: list) -> EngineLearner | None:

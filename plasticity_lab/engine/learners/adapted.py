@@ -3,7 +3,8 @@
 V. Purice, "Maintaining Plasticity for Deep Continual Learning: Activation Function-Adapted
 Parameter Resetting Approaches", TU Delft BSc thesis, 2025 [P].
 
-Per hidden layer l and step, for every member at once:
+Per hidden layer l and step, for every member at once, with ``schedule='per_step'`` (the
+published code, SPEC 3.5; the default):
 
 1. age += 1; u <- eta u + (1 - eta) mean_batch(a), a the SIGNED post-activation;
    u_hat = u / (1 - eta^age);
@@ -13,9 +14,15 @@ Per hidden layer l and step, for every member at once:
    still eligible (the low pass's units have age 0);
 4. outgoing weights and optimiser state are not touched;
 5. ``clip`` (per member; None/inf disables): clamp every hidden layer's weights and biases to
-   [-clip, clip] after the passes, every step (SPEC 3.5 step 5). ``clip_mode='on_rescale'``
-   instead clamps only a layer in which some unit was rescaled at this step, which is what
-   [P]'s code does (it clamps inside its rescaling routine).
+   [-clip, clip] after the passes, every step (SPEC 3.5 step 5; the published code clamps
+   every hidden layer in every pass).
+
+With ``schedule='per_pass'`` ([P]'s "modified cfg" code, SPEC 5 "Preset fidelity"), each pass
+(low, then high) on a layer where its rate is > 0 first does step 1 again (so with both rates
+> 0 a unit ages by 2 per step and the utility decays as eta^2 per step), then chooses and
+rescales as in step 2 / 3 (eligible: age > m at that moment), then clamps the weights of a layer
+in which it rescaled a unit to [-5, 5] and its biases to [-10, 10] (``config.PER_PASS_CLIP``;
+``clip`` None switches this off).
 
 A layer whose rho_low and rho_high are both 0 (for a member) is skipped like a CBP layer
 with rate 0: its ages and utilities stay 0.
@@ -28,9 +35,10 @@ import math
 import numpy as np
 import torch
 
-from .base import UtilityLearner, Maturity, chosen_units, how_many, lowest_first, per_member_layer
+from ...config import ADAPTED_SCHEDULES, PER_PASS_CLIP
+from .base import Maturity, UtilityLearner, chosen_units, how_many, lowest_first, per_member_layer
 
-CLIP_MODES = ("every_step", "on_rescale")
+SIDES = ("low", "high")
 
 
 class AdaptedRescaling(UtilityLearner):
@@ -39,21 +47,22 @@ class AdaptedRescaling(UtilityLearner):
 
     c_low, c_high: factors for the input row and bias, any real ([P] grid -2 ... 2);
     rho_low, rho_high: fractions of eligible units per step, [0, 1] ([P] grid 1e-2 ... 1e-7);
-    decay_rate (eta) 0.99, maturity_threshold (m) 100; clip 10.0 (None disables).
+    decay_rate (eta) 0.99, maturity_threshold (m) 100; schedule 'per_step' (published code) or
+    'per_pass' ([P]'s "modified cfg" code); clip 10.0 (None disables).
     """
 
     COUNTS = ("units_rescaled_low", "units_rescaled_high")
 
     def __init__(self, c_low=-0.5, c_high=0.5, rho_low=1e-4, rho_high=1e-5, decay_rate=0.99,
-                 maturity_threshold=100, clip=10.0, clip_mode="every_step"):
-        if clip_mode not in CLIP_MODES:
-            raise ValueError(f"clip_mode={clip_mode!r}; known: {list(CLIP_MODES)}")
+                 maturity_threshold=100, clip=10.0, schedule="per_step"):
+        if schedule not in ADAPTED_SCHEDULES:
+            raise ValueError(f"schedule={schedule!r}; known: {list(ADAPTED_SCHEDULES)}")
         self.c_low, self.c_high = c_low, c_high
         self.rho_low, self.rho_high = rho_low, rho_high
         self.decay_rate = decay_rate
         self.maturity_threshold = maturity_threshold
         self.clip = clip
-        self.clip_mode = clip_mode
+        self.schedule = schedule
 
     _member_state = ("age", "u", "acc")  # checkpointed per member (engine/state.py)
 
@@ -72,19 +81,35 @@ class AdaptedRescaling(UtilityLearner):
         self.clip_host = clip[:, 0]
         self._uniform_clip = float(clip[0, 0]) if (clip == clip[0, 0]).all() else None
         self._bc = [None] * L
+        # which members' units tick (age, utility update) in one statistics update, per layer:
+        # None = all of them; else a (K, 1) 0/1 column, and the EMA weight (1 - eta) times it
+        updates = {"step": self.active} if self.schedule == "per_step" else {s: self.rates[s] > 0 for s in SIDES}
+        self._ticks = {name: [self._tick_column(pop, mask[:, l], l) for l in range(L)] for name, mask in updates.items()}
+        if self.schedule == "per_pass":
+            self._pass_layers = {s: [l for l in range(L) if (self.rates[s][:, l] > 0).any()] for s in SIDES}
+            self._pass_groups, self._pass_maturity = self._maturity_by_schedule(self.active)
 
     @staticmethod
     def _members(value, K):
         return list(value) if isinstance(value, (list, tuple)) else [value] * K
 
+    def _tick_column(self, pop, ticking: np.ndarray, l: int):
+        if ticking.all():
+            return None
+        tick = torch.tensor(ticking[:, None], device=pop.device, dtype=pop.dtype)
+        return tick, self.one_minus_eta[l] * tick
+
+    # ------------------------------------------------------------------ per_step (SPEC 3.5)
     @torch.no_grad()
     def after_step(self, pop, fwd) -> None:
+        if self.schedule == "per_pass":
+            return self._after_step_per_pass(pop, fwd)
         t = pop.t
         eligible = self.maturity.eligible(t)
         n_low = how_many(self.acc["low"], self.rates["low"], eligible)
         n_high = how_many(self.acc["high"], self.rates["high"], eligible - n_low)
         for l in self.layers:
-            self._statistics(l, fwd.inputs[l + 1])
+            self._statistics(l, fwd.inputs[l + 1], self._ticks["step"][l])
         for l in self.layers:
             for side, n in (("low", n_low[:, l]), ("high", n_high[:, l])):
                 if n.any():
@@ -94,16 +119,20 @@ class AdaptedRescaling(UtilityLearner):
             self.maturity.reset(t, n)
             self.counts["units_rescaled_low"] += n_low
             self.counts["units_rescaled_high"] += n_high
-        self._clip(pop, n)
+        self._clip_every_layer(pop)
 
-    def _statistics(self, l: int, h: torch.Tensor) -> None:
-        eta, ome, age, u = self.eta[l], self.one_minus_eta[l], self.age[l], self.u[l]
-        inactive = self.inactive[l]
-        age.add_(1.0 if inactive is None else (~inactive).to(age.dtype))
-        u.lerp_(h.squeeze(1) if h.shape[1] == 1 else h.mean(dim=1), ome)  # eta u + (1 - eta) mean_batch(a)
-        self._bc[l] = torch.pow(eta, age).neg_().add_(1.0)  # 1 - eta^age
-        if inactive is not None:
-            u.masked_fill_(inactive, 0.0)
+    def _statistics(self, l: int, h: torch.Tensor, tick) -> None:
+        """Step 1 for hidden layer l: age += 1, u <- eta u + (1 - eta) mean_batch(a) for the
+        members whose units tick (``tick``: None = all; members that do not keep age and u)."""
+        age, u = self.age[l], self.u[l]
+        mean = h.squeeze(1) if h.shape[1] == 1 else h.mean(dim=1)
+        if tick is None:
+            age.add_(1.0)
+            u.lerp_(mean, self.one_minus_eta[l])  # eta u + (1 - eta) mean_batch(a)
+        else:
+            age.add_(tick[0])
+            u.lerp_(mean, tick[1])  # weight 0: u unchanged
+        self._bc[l] = torch.pow(self.eta[l], age).neg_().add_(1.0)  # 1 - eta^age
 
     def _rescale(self, pop, l: int, side: str, n: np.ndarray) -> None:
         """Multiply the input rows and biases of n[k] units of member k by c_side[k, l]."""
@@ -119,32 +148,75 @@ class AdaptedRescaling(UtilityLearner):
         self.age[l][kk, uu] = 0.0
         self.u[l][kk, uu] = 0.0
 
-    def _clip(self, pop, n: np.ndarray) -> None:
+    def _clip_every_layer(self, pop) -> None:
+        """Step 5: every hidden layer's weights and biases to [-clip, clip] (per member)."""
         finite = np.isfinite(self.clip_host)
         if not finite.any():
             return
         L = pop.spec.num_hidden
-        if self.clip_mode == "every_step":
-            if self._uniform_clip is not None:  # one bound for every member: one pass per tensor
-                c = self._uniform_clip
-                for l in range(L):
-                    pop.W[l].clamp_(-c, c)
-                    pop.b[l].clamp_(-c, c)
-            else:  # clamp with per-member tensor bounds is a slow kernel: clamp member by member
-                for k in np.flatnonzero(finite):
-                    c = float(self.clip_host[k])
-                    for l in range(L):
-                        pop.W[l][k].clamp_(-c, c)
-                        pop.b[l][k].clamp_(-c, c)
-        else:  # on_rescale: only (member, layer) pairs that rescaled something this step
-            for k, l in zip(*np.nonzero((n > 0) & finite[:, None])):
+        if self._uniform_clip is not None:  # one bound for every member: one pass per tensor
+            c = self._uniform_clip
+            for l in range(L):
+                pop.W[l].clamp_(-c, c)
+                pop.b[l].clamp_(-c, c)
+        else:  # clamp with per-member tensor bounds is a slow kernel: clamp member by member
+            for k in np.flatnonzero(finite):
                 c = float(self.clip_host[k])
-                pop.W[l][k].clamp_(-c, c)
-                pop.b[l][k].clamp_(-c, c)
+                for l in range(L):
+                    pop.W[l][k].clamp_(-c, c)
+                    pop.b[l][k].clamp_(-c, c)
+
+    # ------------------------------------------------------------------ per_pass ([P]'s "modified cfg")
+    def _maturity_by_schedule(self, active: np.ndarray) -> tuple[dict, dict]:
+        """Host-side eligibility when each pass ticks its own layers: one schedule (base.Maturity)
+        per group of (member, layer) entries that tick alike, each on its own clock (ticks so
+        far): 'both' rates > 0 (ticks 2t - 1 and 2t in step t), 'low' or 'high' only (tick t).
+        Returns ({group: (K, L) mask}, {group: Maturity})."""
+        low, high = self.rates["low"] > 0, self.rates["high"] > 0
+        groups = {"both": low & high & active, "low": low & ~high & active, "high": high & ~low & active}
+        return groups, {g: Maturity(self.widths, self.m, mask) for g, mask in groups.items()}
+
+    def _clocks(self, side: str, t: int) -> list[tuple[str, int]]:
+        """The groups whose units tick in pass ``side`` of step t, each with its clock."""
+        return [("both", 2 * t - 1 if side == "low" else 2 * t), (side, t)]
+
+    def _after_step_per_pass(self, pop, fwd) -> None:
+        t = pop.t
+        for side in SIDES:
+            layers = self._pass_layers[side]
+            if not layers:
+                continue
+            clocks = self._clocks(side, t)
+            eligible = sum(self._pass_maturity[g].eligible(c) for g, c in clocks)
+            n = how_many(self.acc[side], self.rates[side], eligible)
+            for l in layers:
+                self._statistics(l, fwd.inputs[l + 1], self._ticks[side][l])
+            for l in layers:
+                if n[:, l].any():
+                    self._rescale(pop, l, side, n[:, l])
+                    self._clip_rescaled(pop, l, n[:, l])
+            if n.any():
+                for g, c in clocks:  # each schedule counts its own (member, layer) entries only
+                    self._pass_maturity[g].reset(c, np.where(self._pass_groups[g], n, 0))
+                self.counts[f"units_rescaled_{side}"] += n
+
+    def _clip_rescaled(self, pop, l: int, n: np.ndarray) -> None:
+        """[P]'s modified code: a layer in which this pass rescaled a unit is clamped, weights to
+        [-5, 5] and biases to [-10, 10] (members with clip None: not at all)."""
+        for k in np.flatnonzero((n > 0) & np.isfinite(self.clip_host)):
+            pop.W[l][k].clamp_(-PER_PASS_CLIP["weights"], PER_PASS_CLIP["weights"])
+            pop.b[l][k].clamp_(-PER_PASS_CLIP["biases"], PER_PASS_CLIP["biases"])
+
+    def after_load(self) -> None:
+        """After a resume: the host-side maturity schedule(s), rebuilt from the restored ages."""
+        if self.schedule == "per_step":
+            return super().after_load()
+        t = self._pop.t
+        for group, m in self._pass_maturity.items():
+            m.rebuild(2 * t if group == "both" else t, self.age, self._pass_groups[group])
 
     def freeze(self, pop, k: int) -> None:
         for rates in self.rates.values():
             rates[k] = 0.0
         for state in (*self.age, *self.u):
             state[k].zero_()
-

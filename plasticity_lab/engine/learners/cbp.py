@@ -3,7 +3,8 @@
 Dohare, Hernandez-Garcia, Lan, Rahman, Mahmood & Sutton, "Loss of plasticity in deep
 continual learning", Nature 632 (2024) [D] (their GnT / ContinualBackprop); per-layer
 replacement rates as in Jucas, "Layerwise Perspective into Continual Backpropagation",
-TU Delft 2025 [J].
+TU Delft 2025 [J]; the high-utility pass and the re-initialisation without activation gain
+of Purice, TU Delft BSc thesis 2025 [P] (SPEC 5, "Preset fidelity").
 
 Per hidden layer l and step, for every member at once ((K, H) tensors):
 
@@ -13,14 +14,23 @@ Per hidden layer l and step, for every member at once ((K, H) tensors):
 4. eligible: age > m;
 5. n = floor(c) with c += rho * #eligible (host side, see base.py), or the coin rule;
 6. the n eligible units with the smallest u_hat (ties: lowest index) get fresh input
-   weights from the layer's init distribution (``network.init_weight``, from the member's
-   own ALGO/REINIT generator), bias 0, outgoing weights 0, age = u = f = 0;
+   weights (``network.init_weight``, from the member's own ALGO/REINIT generator): from the
+   layer's init distribution (``reinit: init``), or uniform in [-sqrt(3 / fan_in), +] without
+   the activation gain (``reinit: no_gain``, [P]); bias 0, outgoing weights 0, age = u = f = 0;
 7. ``bias_correction``: before zeroing, the next layer's bias gets sum_i W_next[:, i] f_hat_i;
 8. the optimiser zeroes the units' state (Adam moments and per-element step counts).
 
 As in [D]'s code, all layers' statistics and choices are made first, then the units are
 replaced layer by layer (a replaced unit's outgoing column is zeroed before the next
 layer's replaced rows are redrawn, so an entry in both gets a fresh init value).
+
+High-utility pass ([P]'s two-pass CBP; ``high_replacement_rate`` rho_high > 0): after the
+low-utility pass has replaced its units in every layer, a second pass with its own accumulator,
+c_high += rho_high * #eligible, replaces the n_high eligible units with the LARGEST u_hat the same
+way (steps 6-8). Eligible: age > m after the low pass, so the units it just replaced (age 0) are
+not; the utilities are this step's (not recomputed), as in [P]'s code. A layer is skipped only
+when both its rates are 0; a pass with rate 0 on a layer draws no coin; with the random utility
+each pass that replaces units in a layer draws its own U(0, 1) keys.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from .base import (UtilityLearner, Maturity, chosen_units, coin_counts, how_many
 
 UTIL_TYPES = ("contribution", "adaptable_contribution", "zero_contribution", "weight", "adaptation",
               "feature_by_input", "random")
+REINIT_GAIN = {"init": None, "no_gain": 1.0}  # reinit option -> network.init_weight's gain
+REINITS = tuple(REINIT_GAIN)
 
 
 class ContinualBackprop(UtilityLearner):
@@ -42,9 +54,12 @@ class ContinualBackprop(UtilityLearner):
 
     replacement_rate (rho): fraction of eligible units replaced per step, [0, 1]; [D] 1e-4
         (grid 1e-4 ... 1e-6), [P] grid 1e-2 ... 1e-7, [J] 1e-4 (tanh 1e-6). 0 switches a layer off.
+    high_replacement_rate (rho_high): the same for the high-utility pass, [0, 1]; 0 (off) by default,
+        [P]'s twisted-network CBP 1e-5.
     decay_rate (eta): utility / mean-activation decay, [0, 1); 0.99.
     maturity_threshold (m): units are eligible when age > m; 100.
-    util_type: one of UTIL_TYPES; adaptable_contribution [D].
+    util_type: one of UTIL_TYPES; adaptable_contribution [D] (contribution in [P]'s and [J]'s runs).
+    reinit: 'init' (the layer's init distribution) or 'no_gain' (bound sqrt(3 / fan_in), [P]).
     accumulate: fractional replacements accumulate (True) or the coin rule (False).
     bias_correction: correct the next layer's bias by the removed unit's mean contribution.
     """
@@ -52,10 +67,15 @@ class ContinualBackprop(UtilityLearner):
     COUNTS = ("units_reset",)
 
     def __init__(self, replacement_rate=1e-4, decay_rate=0.99, maturity_threshold=100,
-                 util_type="adaptable_contribution", accumulate=True, bias_correction=False):
+                 util_type="adaptable_contribution", accumulate=True, bias_correction=False,
+                 high_replacement_rate=0.0, reinit="init"):
         if util_type not in UTIL_TYPES:
             raise ValueError(f"util_type={util_type!r}; known: {list(UTIL_TYPES)}")
+        if reinit not in REINITS:
+            raise ValueError(f"reinit={reinit!r}; known: {list(REINITS)}")
         self.replacement_rate = replacement_rate
+        self.high_replacement_rate = high_replacement_rate
+        self.reinit = reinit
         self.decay_rate = decay_rate
         self.maturity_threshold = maturity_threshold
         self.util_type = util_type
@@ -63,17 +83,19 @@ class ContinualBackprop(UtilityLearner):
         self.bias_correction = bias_correction
 
     # ------------------------------------------------------------------ state
-    _member_state = ("age", "f", "u", "acc", "reinit_gen", "util_gen", "coins")  # checkpointed per member
+    _member_state = ("age", "f", "u", "acc", "acc_high", "reinit_gen", "util_gen", "coins")  # checkpointed per member
 
     def setup(self, pop) -> None:
         super().setup(pop)
         K, L = pop.K, pop.spec.num_hidden
         self.rho = per_member_layer(self.replacement_rate, K, L, "replacement_rate")
-        self._setup_layers(pop, self.rho > 0)
+        self.rho_high = per_member_layer(self.high_replacement_rate, K, L, "high_replacement_rate")
+        self._setup_layers(pop, (self.rho > 0) | (self.rho_high > 0))
         dev = dict(device=pop.device, dtype=pop.dtype)
         self.f = [torch.zeros(K, H, **dev) for H in self.widths]  # running mean activation
         self.u = [torch.zeros(K, H, **dev) for H in self.widths]  # running utility
-        self.acc = np.zeros((K, L))
+        self.acc = np.zeros((K, L))  # fractional replacements carried over, low-utility pass
+        self.acc_high = np.zeros((K, L))  # ... and high-utility pass
         self.reinit_gen = member_generators(pop, REINIT)
         self.util_gen = member_generators(pop, UTIL) if self.util_type == "random" else None
         self.coins = member_coins(pop, COIN) if not self.accumulate else None
@@ -85,19 +107,27 @@ class ContinualBackprop(UtilityLearner):
     def after_step(self, pop, fwd) -> None:
         t = pop.t
         eligible = self.maturity.eligible(t)
-        if self.accumulate:
-            n = how_many(self.acc, self.rho, eligible)
-        else:
-            n = coin_counts(self.rho, eligible, self.active, self.coins)
+        n = self._how_many(self.acc, self.rho, eligible)
         for l in self.layers:  # SPEC 3.4 steps 1-3, every active layer
             self._statistics(pop, l, fwd.inputs[l + 1])
-        if not n.any():
+        n_high = self._how_many(self.acc_high, self.rho_high, eligible - n) if self.rho_high.any() else None
+        if not n.any() and (n_high is None or not n_high.any()):
             return
-        for l in self.layers:  # steps 4-8, layer by layer
-            if n[:, l].any():
-                self._replace(pop, l, n[:, l])
+        for passed, lowest in ((n, True), (n_high, False)):  # the low-utility pass, then the high-utility pass
+            if passed is None:
+                continue
+            for l in self.layers:  # steps 4-8, layer by layer
+                if passed[:, l].any():
+                    self._replace(pop, l, passed[:, l], lowest)
+        n = n if n_high is None else n + n_high
         self.maturity.reset(t, n)
         self.counts["units_reset"] += n
+
+    def _how_many(self, acc: np.ndarray, rate: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        """Step 5 for one pass: accumulated (``acc`` in place) or by the coin rule (no coin where the rate is 0)."""
+        if self.accumulate:
+            return how_many(acc, rate, eligible)
+        return coin_counts(rate, eligible, rate > 0, self.coins)
 
     def _statistics(self, pop, l: int, h: torch.Tensor) -> None:
         """Steps 1-3 for hidden layer l: ages, running mean activation f, running utility u.
@@ -152,8 +182,9 @@ class ContinualBackprop(UtilityLearner):
             buf = self._abs_buf[slot] = torch.empty_like(W)
         return torch.abs(W, out=buf).sum(dim=dim)
 
-    def _replace(self, pop, l: int, n: np.ndarray) -> None:
-        """Steps 4-8 for hidden layer l: replace n[k] units of each member k (n[k] may be 0)."""
+    def _replace(self, pop, l: int, n: np.ndarray, lowest: bool = True) -> None:
+        """Steps 4-8 for hidden layer l: replace n[k] units of each member k (n[k] may be 0), those
+        with the lowest utility (``lowest``) or, in the high-utility pass, the highest."""
         members = np.flatnonzero(n)
         sel = torch.as_tensor(members, device=pop.device)
         if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (SPEC 3.4 step 3)
@@ -161,9 +192,12 @@ class ContinualBackprop(UtilityLearner):
                                 for k in members]).to(pop.dtype)  # float32 draws whatever the dtype
         else:
             keys = self.u[l][sel] / self._bc[l][sel]
+        if not lowest:
+            keys = -keys  # the highest utility first
         eligible = self.age[l][sel] > self.m_dev[l][sel]
         kk, uu = chosen_units(lowest_first(keys, eligible), members, n, pop.device)
-        fresh = torch.cat([init_weight(pop.spec, l, self.reinit_gen[k], int(n[k])) for k in members])
+        gain = REINIT_GAIN[self.reinit]
+        fresh = torch.cat([init_weight(pop.spec, l, self.reinit_gen[k], int(n[k]), gain) for k in members])
         pop.W[l][kk, uu] = fresh.to(pop.dtype)
         pop.b[l][kk, uu] = 0.0
         if self.bias_correction:
@@ -176,6 +210,7 @@ class ContinualBackprop(UtilityLearner):
 
     def freeze(self, pop, k: int) -> None:
         self.rho[k] = 0.0
+        self.rho_high[k] = 0.0
         self.active[k] = False
         for state in (*self.age, *self.u, *self.f):
             state[k].zero_()
