@@ -29,7 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from . import checkpoint, summary
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
 from .data.idx import load_idx_dataset
-from .data.permuted import PermutedImageStream
+from .data.permuted import PermutedImageStream, shuffled_split
 from .data.regression import RegressionStream
 from .engine import Population
 from .engine.learners import learner_from_settings
@@ -222,6 +222,8 @@ def build_stream(settings: list[RunSettings], device, dtype):
                                 device, dtype), None, None
     images, labels = load_idx_dataset(d.source, d.split, d.root, d.download)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    if d.shuffle_seed is not None:  # [P]: the split shuffled once, the same for every run (data/permuted.py)
+        images, labels = shuffled_split(images, labels, d.shuffle_seed)
     return PermutedImageStream(images, labels, seeds, d.images_per_task, d.subset, device, dtype), images, labels
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 INIT, DATA, ALGO = 0, 1, 2  # stream identifiers: never reorder, results depend on them
+SHUFFLE = 3  # the once-shuffled image split: derived from dataset.shuffle_seed, not from the run's seed
 
 # Sub-streams of ALGO (``generator(seed, ALGO, REINIT)``), one per kind of algorithm
 # randomness, so that e.g. drawing S&P noise never shifts the units CBP re-initialises,

@@ -209,6 +209,11 @@ def _not_found_message(spec, split, files, candidates, target, failures) -> str:
         f"'{spec.subdirs[0]}/' sub-folder): pass dataset.root=/path/to/folder (root=... in Python), "
         f"or export {ENV_VAR}=/path/to/folder."
     )
+    if split == "train":
+        lines.append(
+            "Or run on the 10,000-image test split instead (the offline stand-in for the papers' training "
+            "images): add the override dataset.split=test (split='test' in Python)."
+        )
     return "\n".join(lines)
 
 

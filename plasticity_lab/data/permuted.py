@@ -9,6 +9,12 @@ Which images a task uses (``subset``):
 - ``fresh``:  a fresh random ``images_per_task`` of the split every task [J];
 - ``all``:    every image of the split every task [D] (``images_per_task`` is ignored).
 
+"The split" is in file order, or, with ``dataset.shuffle_seed`` set, in the order of ONE
+shuffle drawn from that seed (``shuffled_split``) before anything else, the same for every run
+and member whatever their seeds: [P] trained every run on the first 10,000 images of a once
+shuffled copy of the 60,000 training images (``subset: fixed``, ``shuffle_seed: 0``; SPEC 5).
+The forgetting probe's held-out images (the last of the split) come from the same order.
+
 Inputs are pixel / 255 in [0, 1], no normalisation. Examples are delivered in chunks of
 shape (K, n, 784) so the engine's per-step slices are views, and only a chunk is
 materialised at a time (memory O(K * chunk), not O(K * N)).
@@ -18,9 +24,16 @@ from __future__ import annotations
 
 import torch
 
-from ..seeding import DATA, generator
+from ..seeding import DATA, SHUFFLE, generator
 
 SUBSETS = ("fixed", "fresh", "all")
+
+
+def shuffled_split(images: torch.Tensor, labels: torch.Tensor, shuffle_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split reordered by one uniformly random permutation drawn from ``shuffle_seed``
+    (``seeding.generator(shuffle_seed, SHUFFLE)``): [P]'s once-shuffled copy."""
+    order = torch.randperm(images.shape[0], generator=generator(shuffle_seed, SHUFFLE))
+    return images[order], labels[order]
 
 
 class PermutedImageStream:
