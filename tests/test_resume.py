@@ -121,6 +121,12 @@ LEARNER_VARIANTS = [
     ("learner=cbp", "learner.replacement_rate=0.005", "learner.maturity_threshold=20", "learner.accumulate=false",
      "learner.util_type=random"),
     ("learner=adapted", "learner.rho_low=0.05", "learner.rho_high=0.02", "learner.maturity_threshold=20"),
+    # per_pass: the maturity schedules of each pass's clock are rebuilt from the restored ages
+    ("learner=adapted", "learner.schedule=per_pass", "learner.rho_low=[0.05,0,0.02]", "learner.rho_high=[0.02,0.05,0.03]",
+     "learner.maturity_threshold=20"),
+    # [P]'s two-pass CBP: the high pass's accumulator survives
+    ("learner=cbp", "learner.replacement_rate=0.03", "learner.high_replacement_rate=0.013", "learner.maturity_threshold=20",
+     "learner.reinit=no_gain", "learner.util_type=contribution"),
     ("learner=redo", "learner.reset_period=50"),
     ("learner=shrink_perturb",),
     ("learner=shrink_perturb", "learner.mode=toward_init"),
