@@ -13,13 +13,13 @@ matplotlib and seaborn). Command line: ``python -m multirun_analysis report <dir
 
 from .grid import Best, best, ranking, to_overrides
 from .loading import NoRunsError, find_run_dirs, load_arrays, load_runs, run_path, runs_of
-from .summaries import condition_summaries, last_count, run_summaries
+from .summaries import condition_summaries, default_ddof, last_count, run_summaries, std_convention
 from .tables import Table, pivot_table, summary_table
 
 __all__ = [
-    "Best", "NoRunsError", "Table", "best", "condition_summaries", "find_run_dirs", "last_count",
+    "Best", "NoRunsError", "Table", "best", "condition_summaries", "default_ddof", "find_run_dirs", "last_count",
     "load_arrays", "load_runs", "pivot_table", "ranking", "run_path", "run_summaries", "runs_of",
-    "summary_table", "to_overrides", "plots", "build_report",
+    "std_convention", "summary_table", "to_overrides", "plots", "build_report",
 ]
 
 

@@ -24,7 +24,9 @@ read from .hydra/config.yaml and run.json, never from folder names. Only complet
 runs are used unless --include says otherwise; excluded runs are listed.
 
 Statistics: mean per-task accuracy over all tasks (Purice 2025) and the mean over
-the last 15%% of tasks (Jucas 2025), each as mean +- std (ddof=1) over seeds.
+the last 15%% of tasks (Jucas 2025), each as mean +- std over seeds. The std is the
+population std (ddof=0, numpy's default) for runs of Jucas's presets, as his table
+script, and the sample std (ddof=1) otherwise; tables say which; --ddof picks one.
 """
 
 EPILOG = """\
@@ -45,6 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         f"{', '.join(STATUSES)}, all (default: completed)")
     p.add_argument("--last-fraction", type=float, default=0.15,
                    help="fraction of final tasks for the last-N%% statistic (default: 0.15)")
+    p.add_argument("--ddof", type=int, choices=[0, 1],
+                   help="std over seeds: 0 = population std (numpy's default), 1 = sample std (default: 0 when "
+                        "every run is of a jucas/ preset, as Jucas 2025's table; else 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", help="pivot: key whose values make the rows")
     p.add_argument("--cols", help="pivot: key whose values make the columns")
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default: md)")
-    p.add_argument("--ddof", type=int, default=1, help="std degrees of freedom (default: 1, sample std)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="write one kind of figure as PNG and PDF",
@@ -124,7 +128,7 @@ def cmd_report(args) -> int:
         check_out(args.out)  # fail before loading
     df = _load(args)
     path = build_report(args.dirs, out=args.out, window=args.window, last_fraction=args.last_fraction,
-                        rows=args.rows, cols=args.cols, max_curves=args.max_curves, df=df)
+                        rows=args.rows, cols=args.cols, max_curves=args.max_curves, df=df, ddof=args.ddof)
     print(f"report written to {path}")
     return 0
 
@@ -181,7 +185,7 @@ def cmd_best(args) -> int:
     from .grid import best
 
     df = _load(args)
-    b = best(df, by=args.by, keys=args.keys)
+    b = best(df, by=args.by, keys=args.keys, ddof=args.ddof)
     if args.quiet:
         print(b.overrides)
         return 0

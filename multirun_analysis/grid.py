@@ -88,16 +88,17 @@ class Best:
                 f"  overrides: {self.overrides}")
 
 
-def ranking(df: pd.DataFrame, by: str = "mean_accuracy", layer=None, ddof: int = 1,
+def ranking(df: pd.DataFrame, by: str = "mean_accuracy", layer=None, ddof: int | None = None,
             maximize: bool | None = None) -> pd.DataFrame:
-    """condition_summaries sorted best first by the statistic ``by``."""
+    """condition_summaries sorted best first by the statistic ``by`` (std: ``ddof``, None = the runs'
+    paper's convention, summaries.default_ddof)."""
     kind, metric, fraction = parse_stat(by)
     summary = condition_summaries(df, metric, layer, fraction, ddof)
     maximize = higher_is_better(metric) if maximize is None else maximize
     return summary.sort_values(by, ascending=not maximize, na_position="last", kind="stable").reset_index(drop=True)
 
 
-def best(df: pd.DataFrame, by: str = "mean_accuracy", keys=None, layer=None, ddof: int = 1,
+def best(df: pd.DataFrame, by: str = "mean_accuracy", keys=None, layer=None, ddof: int | None = None,
          maximize: bool | None = None) -> Best:
     """The winning configuration of a sweep by ``by`` ("mean_accuracy", "last15",
     "mean_<metric>", "last<pct>[_<metric>]"); ties go to the first condition in the

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from .conditions import display_labels, sort_by_keys
 from .loading import load_arrays, run_path, runs_of
 from .names import axis_label, key_label, metric_label
-from .summaries import condition_keys_of, condition_summaries, parse_stat, run_summaries
+from .summaries import condition_keys_of, condition_summaries, parse_stat, resolve_ddof, run_summaries, std_convention
 from .tables import Table, _mark_best, pivot_table, stat_label
 
 DPI = 150
@@ -318,9 +318,11 @@ def runtime_runs(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def runtime_table(df: pd.DataFrame) -> Table:
+def runtime_table(df: pd.DataFrame, ddof: int | None = None) -> Table:
     """Conditions x ``time_*`` metrics: mean ± std over runs of each run's mean time
-    (Purice 2025 Table 2); the fastest per column in bold."""
+    (Purice 2025 Table 2; std: ``ddof``, None = the runs' paper's convention); the fastest
+    per column in bold."""
+    ddof = resolve_ddof(df, ddof)
     runs = runtime_runs(df)
     unit, factor = _time_unit(runs["seconds"])
     info = conditions_info(df)
@@ -332,12 +334,13 @@ def runtime_table(df: pd.DataFrame) -> Table:
         {c: [agg.get((cond, m), np.nan) for cond in info["condition"]] for c, m in zip(cols, metrics)},
         index=info["label"].tolist())
     mean = frame((g.mean() * factor).to_dict())
-    std = frame((g.std(ddof=1) * factor).to_dict())
+    std = frame((g.std(ddof=ddof) * factor).to_dict())
     n = frame(g.count().to_dict())
     return Table(mean=mean, std=std, n=n, is_best=_mark_best(mean, False, "column"),
-                 title=f"Runtime ({unit}): mean ± std over runs of each run's mean over tasks.",
+                 title=f"Runtime ({unit}): mean ± std ({std_convention(ddof)}) over runs of each run's mean over "
+                       "tasks.",
                  row_header="Condition", decimals=None,
-                 extra={"Seeds": info["n_seeds"].astype(int).tolist()})
+                 extra={"Seeds": info["n_seeds"].astype(int).tolist()}, ddof=ddof)
 
 
 def plot_runtime(df: pd.DataFrame) -> Figure:

@@ -30,7 +30,8 @@ from . import plots
 from .grid import best
 from .loading import load_runs
 from .names import format_value, key_label, metric_label
-from .summaries import condition_keys_of, condition_summaries, run_summaries, stat_names
+from .summaries import (condition_keys_of, condition_summaries, resolve_ddof, run_summaries, stat_names,
+                        std_convention)
 from .tables import is_grid, pivot_table, summary_table
 
 log = logging.getLogger("multirun_analysis")
@@ -99,11 +100,13 @@ class _Writer:
 
 def build_report(paths, out=None, include=("completed",), window: int = 5, last_fraction: float = 0.15,
                  rows: str | None = None, cols: str | None = None, max_curves: int = 10,
-                 df: pd.DataFrame | None = None) -> Path:
-    """Load ``paths`` (or use ``df``), write the report folder, return the path of report.md."""
+                 df: pd.DataFrame | None = None, ddof: int | None = None) -> Path:
+    """Load ``paths`` (or use ``df``), write the report folder, return the path of report.md.
+    ``ddof``: the std over seeds (None = the runs' paper's convention, summaries.default_ddof)."""
     paths = [str(p) for p in paths]
     if df is None:
         df = load_runs(*paths, include=include)
+    ddof = resolve_ddof(df, ddof)
     out = new_report_dir(out)
     w = _Writer(out)
     keys = condition_keys_of(df)
@@ -117,7 +120,9 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
           f"{'/'.join(map(str, sorted(set(runs.groupby('condition').size()))))}",
           f"- Varying settings (define the conditions): "
           f"{', '.join(f'`{k}`' for k in keys) or 'none'}",
-          f"- Metrics: {', '.join(f'`{m}`' for m in metrics)}", "")
+          f"- Metrics: {', '.join(f'`{m}`' for m in metrics)}",
+          f"- std over seeds: {std_convention(ddof)} ({'as Jucas 2025' if ddof == 0 else 'sample'}; "
+          "`--ddof` picks the other)", "")
     excluded = df.attrs.get("excluded", [])
     if excluded:
         w.add(f"## Excluded runs ({len(excluded)})", "", "| run | status | reason |", "|:---|:---|:---|",
@@ -135,10 +140,10 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
     stats = list(stat_names(metric, last_fraction)) if metric else []
     if metric:
         w.add("## Tables", "")
-        w.table(summary_table(df, metric=metric, last_fraction=last_fraction), "summary",
+        w.table(summary_table(df, metric=metric, last_fraction=last_fraction, ddof=ddof), "summary",
                 f"Summary: {metric} (mean over all tasks — Purice 2025; last {100 * last_fraction:g}% of tasks — "
                 "Jucas 2025)")
-        summary = condition_summaries(df, metric, last_fraction=last_fraction)
+        summary = condition_summaries(df, metric, last_fraction=last_fraction, ddof=ddof)
         summary.to_csv(out / "tables" / "conditions.csv", index=False)
         run_summaries(df, metric, last_fraction=last_fraction).to_csv(out / "tables" / "runs.csv", index=False)
         w.add("Per condition and per run: [conditions.csv](tables/conditions.csv), [runs.csv](tables/runs.csv)", "")
@@ -146,18 +151,18 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
         pivot = (rows, cols) if rows and cols else _default_pivot(df, keys)
         if pivot:
             for stat in stats:
-                w.table(pivot_table(df, pivot[0], pivot[1], stat=stat), f"pivot_{stat}",
+                w.table(pivot_table(df, pivot[0], pivot[1], stat=stat, ddof=ddof), f"pivot_{stat}",
                         f"{stat}: {key_label(pivot[0])} x {key_label(pivot[1])}")
         if runs["condition"].nunique() > 1:
             w.add("## Best configuration", "")
             for stat in stats:
-                b = best(df, by=stat)
+                b = best(df, by=stat, ddof=ddof)
                 w.add(f"By `{stat}`: **{b.label}**, {_pm(b.mean, b.std, metric)} over {b.n_seeds} seed(s).", "",
                       "```", b.overrides or "(no overrides: all runs share their settings)", "```", "")
 
     w.add("## Figures", "")
     if metric:
-        summary = condition_summaries(df, metric, last_fraction=last_fraction)
+        summary = condition_summaries(df, metric, last_fraction=last_fraction, ddof=ddof)
         top = summary.sort_values(stats[0], ascending=False)["condition"].head(max_curves).tolist()
         shown = top if summary.shape[0] > max_curves else None
         note = f" (best {max_curves} of {summary.shape[0]} conditions)" if shown else ""
@@ -187,7 +192,7 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
         w.figure(lambda: plots.plot_grad_covariance(df), "grad_covariance", "Gradient covariance")
     if any(m.startswith("time_") for m in metrics):
         w.add("## Runtime", "")
-        w.table(plots.runtime_table(df), "runtime", "Runtime (Purice 2025 Table 2)")
+        w.table(plots.runtime_table(df, ddof), "runtime", "Runtime (Purice 2025 Table 2)")
         w.figure(lambda: plots.plot_runtime(df), "runtime", "Runtime per condition")
     report = out / "report.md"
     report.write_text("\n".join(w.lines) + "\n")

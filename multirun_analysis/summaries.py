@@ -15,9 +15,14 @@ Both are computed by ``run_summaries`` (one row per run) and aggregated by
   them); several rows of one task and metric are averaged first.
 - The last-15% window holds ``last_count(T) = max(1, floor(0.15 * T))`` tasks, the
   rule of Jucas's table script (``int(T * 0.15)``): 165 of 1,100 tasks, 75 of 500.
-- std is the sample std over runs (``ddof=1``); with one seed it is NaN (a blank
-  in tables). Jucas's script used ``np.nanstd`` (ddof=0): pass ``ddof=0`` to
-  reproduce its numbers exactly.
+- std over runs: ``ddof=None`` (the default everywhere) picks the convention of the
+  paper whose runs these are (``default_ddof``): the population std (``ddof=0``,
+  numpy's default) when every run comes from one of Jucas's presets
+  (``experiment=jucas/...``), as his table script (``np.nanstd``); otherwise the sample
+  std (``ddof=1``), our reading of Purice's "mean ± std over 3 seeds" (the thesis does
+  not say which; its code logs no table). Pass ``ddof=0`` or ``1`` for the other one.
+  With one seed the sample std is NaN (a blank in tables). Tables state the one used
+  (``std_convention``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,29 @@ from .conditions import choose_condition_keys, is_seed_like, sort_by_keys
 from .loading import ROW_COLUMNS, runs_of
 
 RUN_COLUMNS = ("run_id", "condition", "seed", "status")
+EXPERIMENT_CHOICE = "choice.experiment"
+POPULATION_STD_PRESETS = "jucas/"  # [J]'s table: numpy's population std over seeds (SPEC 5)
+
+
+def default_ddof(df: pd.DataFrame) -> int:
+    """The std convention of the paper the runs reproduce: 0 (population std, as Jucas 2025's table
+    script) when every run's Hydra ``experiment`` choice is one of his presets (``jucas/...``),
+    else 1 (sample std, our reading of Purice 2025's "mean ± std over 3 seeds")."""
+    if EXPERIMENT_CHOICE not in df.columns:
+        return 1
+    experiments = df[EXPERIMENT_CHOICE].unique()
+    jucas = [isinstance(e, str) and e.startswith(POPULATION_STD_PRESETS) for e in experiments]
+    return 0 if len(jucas) and all(jucas) else 1
+
+
+def std_convention(ddof: int) -> str:
+    """How a table names its std: ``"population std, ddof=0"`` / ``"sample std, ddof=1"``."""
+    return {0: "population std, ddof=0", 1: "sample std, ddof=1"}.get(ddof, f"std with ddof={ddof}")
+
+
+def resolve_ddof(df: pd.DataFrame, ddof: int | None) -> int:
+    """``ddof``, or the runs' paper's convention (``default_ddof``) when it is None."""
+    return default_ddof(df) if ddof is None else int(ddof)
 
 
 def last_count(n_tasks: int, fraction: float = 0.15) -> int:
@@ -124,11 +152,13 @@ def run_summaries(df: pd.DataFrame, metric: str = "accuracy", layer=None,
 
 
 def condition_summaries(df: pd.DataFrame, metric: str = "accuracy", layer=None,
-                        last_fraction: float = 0.15, ddof: int = 1) -> pd.DataFrame:
+                        last_fraction: float = 0.15, ddof: int | None = None) -> pd.DataFrame:
     """One row per condition: its settings, ``n_seeds`` (runs), ``seeds``, and for each
-    statistic of ``run_summaries`` its mean over runs and ``<stat>_std`` (sample std,
-    ``ddof=1``; NaN with one seed) — Purice 2025 (all tasks), Jucas 2025 (last 15%).
+    statistic of ``run_summaries`` its mean over runs and ``<stat>_std`` (``ddof``: None =
+    the runs' paper's convention, ``default_ddof``; the sample std is NaN with one seed),
+    and ``std_ddof``, the convention used — Purice 2025 (all tasks), Jucas 2025 (last 15%).
     Values are in the metric's own units (accuracy as a fraction); tables scale them."""
+    ddof = resolve_ddof(df, ddof)
     runs = run_summaries(df, metric, layer, last_fraction)
     stats = list(stat_names(metric, last_fraction))
     keys = [c for c in runs.columns
@@ -141,9 +171,11 @@ def condition_summaries(df: pd.DataFrame, metric: str = "accuracy", layer=None,
     for s in stats:
         out[s] = g[s].mean()
         out[f"{s}_std"] = g[s].std(ddof=ddof)
+    out["std_ddof"] = ddof
     out = out.reset_index()
     out = sort_by_keys(out, condition_keys_of(df)).reset_index(drop=True)
     out.attrs = dict(df.attrs)
     out.attrs["metric"] = metric
     out.attrs["stats"] = stats
+    out.attrs["ddof"] = ddof
     return out

@@ -11,8 +11,10 @@ cell of each row is marked, as in Jucas 2025 Table 1.
 than the summary table (reports pivot and draw heatmaps only then).
 
 Cells read "mean ± std" over seeds, accuracy in percent with one decimal; the std
-is left out when there is one seed. Bold marks the best in Markdown and LaTeX, the
-``is_best`` column in CSV.
+is left out when there is one seed. Which std: ``ddof`` (None = the convention of the
+paper the runs reproduce, ``summaries.default_ddof``: population std for Jucas's
+presets, sample std otherwise); the title says which (and the CSV's ``ddof`` column).
+Bold marks the best in Markdown and LaTeX, the ``is_best`` column in CSV.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import pandas as pd
 
 from .conditions import display_labels, short_names, sort_by_keys
 from .names import format_value, is_missing, key_label, metric_label, value_label
-from .summaries import condition_keys_of, condition_summaries, higher_is_better, parse_stat, stat_names
+from .summaries import (condition_keys_of, condition_summaries, higher_is_better, parse_stat, resolve_ddof,
+                        stat_names, std_convention)
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
@@ -63,6 +66,7 @@ class Table:
     extra: dict[str, list] = field(default_factory=dict)  # text columns appended (e.g. Seeds)
     chosen: pd.DataFrame | None = None  # pivot tables: condition shown in each cell
     notes: list[str] = field(default_factory=list)
+    ddof: int | None = None  # the std's delta degrees of freedom (0 population, 1 sample)
 
     # ------------------------------------------------------------------ cells
     def _num(self, x: float) -> str:
@@ -133,13 +137,14 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def to_frame(self) -> pd.DataFrame:
-        """Long format: row, column, mean, std, n_seeds, text, is_best (and condition)."""
+        """Long format: row, column, mean, std, ddof, n_seeds, text, is_best (and condition)."""
         text = self.text()
         records = []
         for r in self.mean.index:
             for c in self.mean.columns:
                 rec = {"row": r, "column": c, "mean": self.mean.loc[r, c], "std": self.std.loc[r, c],
-                       "n_seeds": self.n.loc[r, c], "text": text.loc[r, c], "is_best": bool(self.is_best.loc[r, c])}
+                       "ddof": self.ddof, "n_seeds": self.n.loc[r, c], "text": text.loc[r, c],
+                       "is_best": bool(self.is_best.loc[r, c])}
                 if self.chosen is not None:
                     rec["condition"] = self.chosen.loc[r, c]
                 records.append(rec)
@@ -181,10 +186,12 @@ def _scale(metric: str) -> tuple[float, int | None]:
 
 
 def summary_table(df: pd.DataFrame, stats=None, metric: str = "accuracy", layer=None,
-                  last_fraction: float = 0.15, ddof: int = 1, maximize: bool | None = None,
+                  last_fraction: float = 0.15, ddof: int | None = None, maximize: bool | None = None,
                   best: str | None = "column") -> Table:
     """Conditions x statistics (default: mean over all tasks [Purice 2025] and last
-    15% [Jucas 2025]), mean ± std over seeds, best per column marked."""
+    15% [Jucas 2025]), mean ± std over seeds (``ddof``: None = the runs' paper's
+    convention), best per column marked."""
+    ddof = resolve_ddof(df, ddof)
     summary = condition_summaries(df, metric, layer, last_fraction, ddof)
     stats = list(stats or stat_names(metric, last_fraction))
     scale, decimals = _scale(metric)
@@ -196,10 +203,11 @@ def summary_table(df: pd.DataFrame, stats=None, metric: str = "accuracy", layer=
     n = pd.DataFrame({c: summary["n_seeds"].to_numpy() for c in columns}, index=labels)
     maximize = higher_is_better(metric) if maximize is None else maximize
     seeds = sorted(set(summary["n_seeds"]))
-    title = f"{metric_label(metric)[0]}: mean ± std over {'/'.join(map(str, seeds))} seed(s) per condition."
+    title = (f"{metric_label(metric)[0]}: mean ± std ({std_convention(ddof)}) over {'/'.join(map(str, seeds))} "
+             "seed(s) per condition.")
     return Table(mean=mean, std=std, n=n, is_best=_mark_best(mean, maximize, best), title=title,
                  row_header="Condition", decimals=decimals,
-                 extra={"Seeds": summary["n_seeds"].astype(int).tolist()})
+                 extra={"Seeds": summary["n_seeds"].astype(int).tolist()}, ddof=ddof)
 
 
 def _dedupe(labels: list[str], conditions: list[str]) -> list[str]:
@@ -208,13 +216,15 @@ def _dedupe(labels: list[str], conditions: list[str]) -> list[str]:
 
 
 def pivot_table(df: pd.DataFrame, rows: str, cols: str, stat: str = "last15", layer=None,
-                ddof: int = 1, maximize: bool | None = None, best: str | None = "row") -> Table:
+                ddof: int | None = None, maximize: bool | None = None, best: str | None = "row") -> Table:
     """One statistic over two keys: rows = values of ``rows``, columns = values of ``cols``.
 
     Where other condition keys vary as well, each cell holds the best condition among
-    them (``Table.chosen`` names it, a note says so). Best cell per row marked.
+    them (``Table.chosen`` names it, a note says so). Best cell per row marked. std:
+    ``ddof`` (None = the runs' paper's convention, summaries.default_ddof).
     """
     kind, metric, fraction = parse_stat(stat)
+    ddof = resolve_ddof(df, ddof)
     summary = condition_summaries(df, metric, layer, fraction, ddof)
     for key in (rows, cols):
         if key not in summary.columns:
@@ -245,10 +255,10 @@ def pivot_table(df: pd.DataFrame, rows: str, cols: str, stat: str = "last15", la
         names = ", ".join(short_names(others).values())
         notes.append(f"Each cell: best over {names} ({'highest' if maximize else 'lowest'} {stat}).")
     seeds = sorted(set(int(v) for v in n.to_numpy().ravel() if not is_missing(v)))
-    title = (f"{stat_label(stat)}: mean ± std over {'/'.join(map(str, seeds))} seed(s); "
+    title = (f"{stat_label(stat)}: mean ± std ({std_convention(ddof)}) over {'/'.join(map(str, seeds))} seed(s); "
              f"rows {key_label(rows)}, columns {key_label(cols)}.")
     return Table(mean=mean, std=std, n=n, is_best=_mark_best(mean, maximize, best), title=title,
-                 row_header=key_label(rows), decimals=decimals, chosen=chosen, notes=notes)
+                 row_header=key_label(rows), decimals=decimals, chosen=chosen, notes=notes, ddof=ddof)
 
 
 def is_grid(df: pd.DataFrame, rows: str, cols: str) -> bool:

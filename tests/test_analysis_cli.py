@@ -140,7 +140,7 @@ def test_table_best_and_plot_subcommands(runs, tmp_path, run_main):
     latex = run_main("table", runs, "--format", "latex")
     assert latex.returncode == 0 and r"\begin{tabular}" in latex.stdout
     csv = run_main("table", runs, "--format", "csv")
-    assert csv.returncode == 0 and csv.stdout.startswith("row,column,mean,std,n_seeds,text,is_best")
+    assert csv.returncode == 0 and csv.stdout.startswith("row,column,mean,std,ddof,n_seeds,text,is_best")
     best = run_main("best", runs, "--by", "last15", "-q")
     assert best.returncode == 0 and best.stdout.strip() == "learner=cbp activation=relu"
     included = run_main("best", runs, "--include", "all")
@@ -152,6 +152,18 @@ def test_table_best_and_plot_subcommands(runs, tmp_path, run_main):
     assert bad.returncode == 2 and "--x and --y" in bad.stderr
     unknown = run_main("table", runs, "--metric", "nope")
     assert unknown.returncode == 2 and "no metric 'nope'" in unknown.stderr
+
+
+def test_table_states_and_switches_the_std_convention(runs, tmp_path, run_main):
+    """Sample std by default (these runs are no Jucas preset); --ddof 0 gives numpy's population std."""
+    sample = run_main("table", runs, "--rows", "choice.activation", "--cols", "choice.learner", "--stat", "last15")
+    population = run_main("table", runs, "--rows", "choice.activation", "--cols", "choice.learner", "--stat", "last15",
+                          "--ddof", "0")
+    assert "sample std, ddof=1" in sample.stdout and "| ReLU | 55.5 ± 0.7 |" in sample.stdout
+    assert "population std, ddof=0" in population.stdout and "| ReLU | 55.5 ± 0.5 |" in population.stdout  # 0.707 / sqrt 2
+    report = run_main("report", runs, "--ddof", "0", "--out", tmp_path / "rep")
+    assert report.returncode == 0, report.stderr
+    assert "std over seeds: population std, ddof=0" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_help_documents_every_subcommand(run_main):

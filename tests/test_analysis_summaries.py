@@ -84,6 +84,34 @@ def test_condition_summaries_hand_computed(runs_dir):
 def test_population_std_on_request(runs_dir):
     summary = condition_summaries(load_runs(runs_dir), ddof=0).set_index("condition")
     assert summary.loc["learner=bp, activation=relu", "last15_std"] == pytest.approx(0.1 * np.sqrt(2 / 3))
+    assert (summary["std_ddof"] == 0).all()
+    table = summary_table(load_runs(runs_dir), ddof=0)
+    assert "population std, ddof=0" in table.title and table.to_frame()["ddof"].eq(0).all()
+
+
+def _jucas_runs(root, experiment="jucas/relu"):
+    for learner in ("cbp", "bp"):
+        for seed in range(3):
+            write_run(root / f"{learner}-{seed}", {"seed": seed, "learner": {"name": learner}},
+                      {"accuracy": _acc(0.5, seed)}, choices={"learner": learner, "experiment": experiment})
+    return load_runs(root)
+
+
+def test_jucas_presets_default_to_the_population_std_of_his_table(tmp_path):
+    """[J]'s table script used np.nanstd (ddof=0) over seeds; runs of experiment=jucas/... get it by
+    default, and say so; ddof=1 is one argument away. Other runs: the sample std (ddof=1)."""
+    df = _jucas_runs(tmp_path / "j")
+    summary = condition_summaries(df).set_index("condition")
+    assert summary["last15_std"].tolist() == pytest.approx([np.std([0.0, 0.1, 0.2])] * 2)  # ddof=0: 0.0816
+    assert summary["std_ddof"].tolist() == [0, 0]
+    table = summary_table(df)
+    assert "population std, ddof=0" in table.title and table.text().iloc[0, 1] == "78.0 ± 8.2"
+    pivot = pivot_table(df, rows="choice.learner", cols="choice.experiment", stat="last15")
+    assert "population std, ddof=0" in pivot.title
+    sample = summary_table(df, ddof=1)
+    assert "sample std, ddof=1" in sample.title and sample.text().iloc[0, 1] == "78.0 ± 10.0"
+    mixed = _jucas_runs(tmp_path / "p", experiment="purice/main_relu")
+    assert "sample std, ddof=1" in summary_table(mixed).title
 
 
 def test_last_fraction_other_than_15(runs_dir):
@@ -115,7 +143,8 @@ def test_summary_table_formats(runs_dir):
     latex = table.to_latex()
     assert r"\textbf{79.5 $\pm$ 10.0}" in latex and r"\toprule" in latex and r"\begin{tabular}{lrrr}" in latex
     csv = pd.read_csv(io.StringIO(table.to_csv()))
-    assert set(csv.columns) >= {"row", "column", "mean", "std", "n_seeds", "text", "is_best"}
+    assert set(csv.columns) >= {"row", "column", "mean", "std", "ddof", "n_seeds", "text", "is_best"}
+    assert "mean ± std (sample std, ddof=1) over 1/3 seed(s)" in table.title and csv["ddof"].eq(1).all()
     best = csv[csv["is_best"]]
     assert best["row"].tolist() == [row, row]
     assert best["mean"].tolist() == pytest.approx([79.5, 88.0])
