@@ -94,21 +94,22 @@ class ContinualBackprop(_ResetLearner):
     def setup(self, learner) -> None:
         super().setup(learner)
         L, widths = self.L, self.spec.sizes[1:-1]
-        self.rho = {"low": per_layer(self.replacement_rate, L, "replacement_rate"),
-                    "high": per_layer(self.high_replacement_rate, L, "high_replacement_rate")}
+        self.rho = per_layer(self.replacement_rate, L, "replacement_rate")
+        self.rho_high = per_layer(self.high_replacement_rate, L, "high_replacement_rate")
         self.eta = per_layer(self.decay_rate, L, "decay_rate")
         self.m = per_layer(self.maturity_threshold, L, "maturity_threshold")
         dtype = self.linears[0].weight.dtype
         self.age = [torch.zeros(H, dtype=dtype) for H in widths]
         self.f = [torch.zeros(H, dtype=dtype) for H in widths]  # running mean activation
         self.u = [torch.zeros(H, dtype=dtype) for H in widths]  # running utility
-        self.acc = {"low": [0.0] * L, "high": [0.0] * L}  # fractional replacements carried over, per pass
+        self.acc = [0.0] * L  # fractional replacements carried over (low-utility pass)
+        self.acc_high = [0.0] * L  # ... of the high-utility pass
         self.reinit_gen = generator(self.seed, ALGO, REINIT)
         self.util_gen = generator(self.seed, ALGO, UTIL)
         self.coins = UniformStream(generator(self.seed, ALGO, COIN))
 
     def acts_on(self, l: int) -> bool:
-        return self.rho["low"][l] > 0 or self.rho["high"][l] > 0
+        return self.rho[l] > 0 or self.rho_high[l] > 0
 
     @torch.no_grad()
     def after_step(self, features: list[torch.Tensor]) -> None:
@@ -129,20 +130,20 @@ class ContinualBackprop(_ResetLearner):
             u_hat[l] = self.u[l] / bias_correction
         # 4-8: the low-utility pass in every layer, then [P]'s high-utility pass (its units: the
         # mature ones left after the low pass, chosen by this step's utilities)
-        for side in ("low", "high"):
+        for high, rates in ((False, self.rho), (True, self.rho_high)):
             chosen = [None] * self.L
             for l in range(self.L):
-                if self.rho[side][l] == 0:
+                if rates[l] == 0:
                     continue
                 # 4-5. eligible units and how many to replace
                 eligible = self.age[l] > self.m[l]
-                n = self.how_many(side, l, int(eligible.sum()))
+                n = self.how_many(l, int(eligible.sum()), high)
                 if n == 0:
                     continue
                 keys = u_hat[l]
                 if self.util_type == "random":
                     keys = torch.rand(len(keys), generator=self.util_gen).to(keys)
-                chosen[l] = lowest(keys if side == "low" else -keys, eligible, n)
+                chosen[l] = lowest(-keys if high else keys, eligible, n)  # highest / lowest utility first
             for l in range(self.L):  # 6-8. replace, layer by layer
                 units = chosen[l]
                 if units is None:
@@ -177,13 +178,15 @@ class ContinualBackprop(_ResetLearner):
             return torch.zeros_like(out_mag)  # u_hat is a fresh U(0, 1) draw when units are chosen
         raise ValueError(f"unknown util_type {kind!r}")
 
-    def how_many(self, side: str, l: int, eligible: int) -> int:
-        """Step 5 for one pass: accumulate fractional replacements, or (accumulate=false) the coin rule."""
-        expected = self.rho[side][l] * eligible
+    def how_many(self, l: int, eligible: int, high: bool = False) -> int:
+        """Step 5 for one pass (``high``: the high-utility pass, its own rate and accumulator):
+        accumulate fractional replacements, or (accumulate=false) the coin rule."""
+        rate, acc = (self.rho_high, self.acc_high) if high else (self.rho, self.acc)
+        expected = rate[l] * eligible
         if self.accumulate:
-            self.acc[side][l] += expected
-            n = math.floor(self.acc[side][l])
-            self.acc[side][l] -= n
+            acc[l] += expected
+            n = math.floor(acc[l])
+            acc[l] -= n
             return n
         if eligible > 0 and expected < 1:
             return 1 if self.coins.next() <= expected else 0
