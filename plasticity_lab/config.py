@@ -296,7 +296,9 @@ def layers_mask(rule, depth: int, key: str = "learner.layers") -> tuple[bool, ..
     return tuple(l + 1 in chosen for l in range(depth))
 
 
-CBP_REINITS = ("init", "no_gain")
+# reinit -> network.init_weight's gain: the layer's own (SPEC 1), or none ([P]'s CBP code, SPEC 5)
+CBP_REINIT_GAIN = {"init": None, "no_gain": 1.0}
+CBP_REINITS = tuple(CBP_REINIT_GAIN)
 
 
 @dataclass(frozen=True)
@@ -320,8 +322,10 @@ class CBPSettings(_Resolvable):
     def resolve(self, network):
         depth = network.depth
         mask = layers_mask(self.layers, depth)
-        rates = {key: tuple(r if on else 0.0 for r, on in zip(_layer_values(getattr(self, key), depth, f"learner.{key}"), mask))
-                 for key in ("replacement_rate", "high_replacement_rate")}
+        rates = {}
+        for key in ("replacement_rate", "high_replacement_rate"):  # 0 on the layers the preset leaves out
+            given = _layer_values(getattr(self, key), depth, f"learner.{key}")
+            rates[key] = tuple(r if on else 0.0 for r, on in zip(given, mask))
         return dataclasses.replace(
             self, **rates,
             decay_rate=_layer_values(self.decay_rate, depth, "learner.decay_rate"),

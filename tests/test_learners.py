@@ -332,14 +332,20 @@ def test_rescale_multiplies_exactly_the_input_row_and_bias():
     assert low > 0 and high > 0
 
 
+def _first_decisions(learner, m: int, width: int):
+    """Train ``learner`` on a tanh net to step m + 1, when every unit has age m + 1 > m (the first
+    decisions); returns the population and the snapshot of that step (``_watch``)."""
+    pop = Population(_spec("tanh", width=width), [1], 0.01, learner=learner)
+    snaps = _watch(learner)
+    x, y = _data(1, m + 1)
+    pop.train(x, y)
+    return pop, snaps[-1]
+
+
 def test_adapted_low_pass_picks_lowest_and_high_pass_highest_utilities():
     c_low, c_high, m, H = 0.5, 2.0, 5, 40
     learner = E.AdaptedRescaling(c_low=c_low, c_high=c_high, rho_low=0.1, rho_high=0.1, maturity_threshold=m, clip=None)
-    pop = Population(_spec("tanh", width=H), [1], 0.01, learner=learner)
-    snaps = _watch(learner)
-    x, y = _data(1, m + 1)
-    pop.train(x, y)  # at step m + 1 every unit has age m + 1 > m: the first decisions
-    snap = snaps[-1]
+    _, snap = _first_decisions(learner, m, H)
     for l in range(3):
         # what the learner ranks: this step's running mean of the SIGNED activation, bias-corrected
         u = torch.lerp(snap["u"][l][0], snap["h"][l + 1][0, 0], 1 - 0.99)
@@ -370,11 +376,7 @@ def test_cbp_high_pass_replaces_the_highest_utility_units_left_by_the_low_pass()
     m, H, eta = 5, 40, 0.99
     learner = E.ContinualBackprop(replacement_rate=0.1, high_replacement_rate=0.1, maturity_threshold=m,
                                   util_type="contribution")
-    pop = Population(_spec("tanh", width=H), [1], 0.01, learner=learner)
-    snaps = _watch(learner)
-    x, y = _data(1, m + 1)
-    pop.train(x, y)  # at step m + 1 every unit has age m + 1 > m: the first decisions
-    snap = snaps[-1]
+    pop, snap = _first_decisions(learner, m, H)
     for l in range(3):
         # contribution utility by hand: mean_k |W_next[k, i]| * |h_i|, averaged with decay eta
         x_util = snap["W"][l + 1][0].abs().mean(dim=0) * snap["h"][l + 1][0, 0].abs()

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ..config import PER_PASS_CLIP
+from ..config import CBP_REINIT_GAIN, PER_PASS_CLIP
 from ..network import init_weight
 from ..seeding import ALGO, COIN, NOISE, REINIT, UTIL, UniformStream, generator
 from .optim import zero_unit_state
@@ -81,7 +81,6 @@ class ContinualBackprop(_ResetLearner):
     (``reinit='no_gain'``), SPEC 5 "Preset fidelity"."""
 
     COUNTS = ("units_reset",)
-    REINIT_GAIN = {"init": None, "no_gain": 1.0}
 
     def __init__(self, replacement_rate=1e-4, decay_rate=0.99, maturity_threshold=100,
                  util_type="adaptable_contribution", accumulate=True, bias_correction=False,
@@ -151,7 +150,7 @@ class ContinualBackprop(_ResetLearner):
                 if self.bias_correction:
                     next_layer = self.linears[l + 1]
                     next_layer.bias += (next_layer.weight[:, units] * f_hat[l][units]).sum(dim=1)
-                self.replace_units(l, units, self.reinit_gen, self.REINIT_GAIN[self.reinit])
+                self.replace_units(l, units, self.reinit_gen, CBP_REINIT_GAIN[self.reinit])
                 self.age[l][units] = 0
                 self.u[l][units] = 0
                 self.f[l][units] = 0

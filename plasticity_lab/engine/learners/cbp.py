@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...config import CBP_REINIT_GAIN
 from ...network import init_weight
 from ...seeding import COIN, REINIT, UTIL
 from .base import (UtilityLearner, Maturity, chosen_units, coin_counts, how_many, lowest_first,
@@ -45,8 +46,6 @@ from .base import (UtilityLearner, Maturity, chosen_units, coin_counts, how_many
 
 UTIL_TYPES = ("contribution", "adaptable_contribution", "zero_contribution", "weight", "adaptation",
               "feature_by_input", "random")
-REINIT_GAIN = {"init": None, "no_gain": 1.0}  # reinit option -> network.init_weight's gain
-REINITS = tuple(REINIT_GAIN)
 
 
 class ContinualBackprop(UtilityLearner):
@@ -71,8 +70,8 @@ class ContinualBackprop(UtilityLearner):
                  high_replacement_rate=0.0, reinit="init"):
         if util_type not in UTIL_TYPES:
             raise ValueError(f"util_type={util_type!r}; known: {list(UTIL_TYPES)}")
-        if reinit not in REINITS:
-            raise ValueError(f"reinit={reinit!r}; known: {list(REINITS)}")
+        if reinit not in CBP_REINIT_GAIN:
+            raise ValueError(f"reinit={reinit!r}; known: {list(CBP_REINIT_GAIN)}")
         self.replacement_rate = replacement_rate
         self.high_replacement_rate = high_replacement_rate
         self.reinit = reinit
@@ -196,7 +195,7 @@ class ContinualBackprop(UtilityLearner):
             keys = -keys  # the highest utility first
         eligible = self.age[l][sel] > self.m_dev[l][sel]
         kk, uu = chosen_units(lowest_first(keys, eligible), members, n, pop.device)
-        gain = REINIT_GAIN[self.reinit]
+        gain = CBP_REINIT_GAIN[self.reinit]
         fresh = torch.cat([init_weight(pop.spec, l, self.reinit_gen[k], int(n[k]), gain) for k in members])
         pop.W[l][kk, uu] = fresh.to(pop.dtype)
         pop.b[l][kk, uu] = 0.0
