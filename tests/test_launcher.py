@@ -116,8 +116,8 @@ def test_method_sweep_including_a_learner_without_the_key_says_what_to_do(tmp_pa
 @pytest.mark.slow
 @pytest.mark.data
 def test_method_sweep_trains_each_method_with_the_override_and_ends_with_one_summary(tmp_path, mnist_root):
-    proc, sweep = _sweep(tmp_path, "experiment=jucas/relu", "method=cbp,cbp_layer_1", "seed=0",
-                         "learner.util_type=contribution", data=mnist_root)
+    proc, sweep = _sweep(tmp_path, "experiment=jucas/relu", "dataset.split=test",  # the training split is not here
+                         "method=cbp,cbp_layer_1", "seed=0", "learner.util_type=contribution", data=mnist_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _runs(sweep)
     assert [r["status"] for r in runs.values()] == ["completed", "completed"]
