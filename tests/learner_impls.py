@@ -12,7 +12,7 @@ Interface (one network; hidden layer ``l`` is 0-based; per-layer hyperparameters
 - ``set_parameters([(W, b), ...])`` / ``parameters()``: every linear layer's weights and biases;
 - ``set_unit_state(name, l, values)`` / ``unit_state(name, l)``: per-unit ``age``, ``f``, ``u``;
 - ``set_accumulator(l, value, side=None)`` / ``accumulator(l, side=None)``: the fractional
-  replacement accumulator (cbp; adapted: ``side`` 'low' or 'high');
+  replacement accumulator (cbp; ``side`` 'high': its high-utility pass; adapted: 'low' or 'high');
 - ``utility(l)``: the bias-corrected utility u_hat (the probes' interface);
 - ``after_step(features)``: the learner alone, after one more step whose hidden-layer
   post-activations were ``features`` (one (B, H) tensor per hidden layer);
@@ -42,6 +42,14 @@ def _through_file(state):
     torch.save(state, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=False)
+
+
+def _accumulators(learner, side):
+    """The accumulators of pass ``side``: adapted's ``acc[side]``; cbp's ``acc`` (None or 'low') and
+    ``acc_high`` ('high', the high-utility pass), one per member (engine) or per layer."""
+    if isinstance(learner.acc, dict):
+        return learner.acc[side]
+    return learner.acc_high if side == "high" else learner.acc
 
 
 class _Impl:
@@ -90,10 +98,10 @@ class EngineImpl(_Impl):
         return getattr(self.learner, name)[l][0].clone()
 
     def set_accumulator(self, l, value, side=None):
-        (self.learner.acc if side is None else self.learner.acc[side])[0, l] = value
+        _accumulators(self.learner, side)[0, l] = value
 
     def accumulator(self, l, side=None):
-        return float((self.learner.acc if side is None else self.learner.acc[side])[0, l])
+        return float(_accumulators(self.learner, side)[0, l])
 
     def utility(self, l):
         return self.learner.utility(l)[0]
@@ -158,10 +166,10 @@ class ReferenceImpl(_Impl):
         return getattr(self.learner, name)[l].clone()
 
     def set_accumulator(self, l, value, side=None):
-        (self.learner.acc if side is None else self.learner.acc[side])[l] = value
+        _accumulators(self.learner, side)[l] = value
 
     def accumulator(self, l, side=None):
-        return float((self.learner.acc if side is None else self.learner.acc[side])[l])
+        return float(_accumulators(self.learner, side)[l])
 
     def utility(self, l):
         return self.learner.utility(l)

@@ -19,6 +19,11 @@ CHECKPOINT_CASES = {
                                      accumulate=False), {}),
     "cbp-adam": ("cbp", dict(replacement_rate=0.05, maturity_threshold=5), dict(optimizer="adam", step_size=1e-3)),
     "adapted": ("adapted", dict(rho_low=0.05, rho_high=0.05, maturity_threshold=5, clip=1.0), {}),
+    # [P]'s two-pass CBP: the high pass's own accumulator; per_pass: each pass's maturity clock
+    "cbp-two-pass": ("cbp", dict(replacement_rate=0.03, high_replacement_rate=0.05, maturity_threshold=5,
+                                 util_type="contribution", reinit="no_gain"), {}),
+    "adapted-per-pass": ("adapted", dict(rho_low=[0.05, 0.0, 0.04], rho_high=[0.05, 0.03, 0.0], maturity_threshold=5,
+                                         schedule="per_pass"), {}),
     "redo": ("redo", dict(reset_period=7, tau=0.6), {}),
     "shrink_perturb": ("shrink_perturb", dict(sigma=1e-3), {}),
 }

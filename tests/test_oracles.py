@@ -194,6 +194,68 @@ def test_cbp_maturity_boundary(impl):
     assert lrn.accumulator(0) == 0.0
 
 
+def _two_pass_cbp(impl, low=0.25, high=0.5, acc_low=0.6, acc_high=0.6, reinit="init"):
+    """[P]'s two-pass CBP (SPEC 5) on hidden layer 1 in the module docstring's state: low-utility rate
+    ``low``, high-utility rate ``high`` (high_replacement_rate), each pass its own accumulator."""
+    lrn = _cbp(impl, "contribution", acc=acc_low, rate=low, high_replacement_rate=[high, 0.0], reinit=reinit)
+    lrn.set_accumulator(0, acc_high, "high")
+    return lrn
+
+
+@pytest.mark.parametrize("reinit", ["init", "no_gain"])
+def test_cbp_high_pass_replaces_the_highest_mature_unit_the_low_pass_left(impl, reinit):
+    """low: 0.6 + 0.25 * 2 = 1.1 -> unit 2 (lowest u_hat of {0, 2}), acc 0.1; high: unit 2 has age 0 now,
+    so 1 eligible: 0.6 + 0.5 * 1 = 1.1 -> unit 0, acc 0.1. Both redrawn from the REINIT stream in that
+    order (draw 1: unit 2, draw 2: unit 0); reinit no_gain: bound sqrt(3 / 4) instead of sqrt(2) sqrt(3 / 4)."""
+    lrn = _two_pass_cbp(impl, reinit=reinit)
+    lrn.after_step(_features(2))
+    gain = None if reinit == "init" else 1.0
+    gen = generator(SEED, ALGO, REINIT)
+    first, second = (init_weight(SPEC, 0, gen, 1, gain)[0].double() for _ in range(2))
+    bound = math.sqrt(3 / 4) * (math.sqrt(2) if reinit == "init" else 1.0)
+    assert SPEC.init_bound(0, gain) == pytest.approx(bound)
+    assert max(first.abs().max(), second.abs().max()) <= bound
+    (w1, b1), (w2, b2), (w3, b3) = lrn.parameters()
+    _close(w1, torch.stack([second, torch.tensor(W1[1], dtype=torch.float64), first]), rel=0, abs=0)
+    _close(b1, [0.0, 0.2, 0.0], rel=0, abs=0)
+    _close(w2, [[0.0, -0.4, 0.0], [0.0, 0.4, 0.0], [0.0, 0.4, 0.0]], rel=0, abs=0)  # both columns zeroed
+    _close(b2, B2, rel=0, abs=0)
+    _close(w3, W3, rel=0, abs=0)
+    _close(lrn.unit_state("age", 0), [0.0, 2.0, 0.0], rel=0, abs=0)
+    _close(lrn.unit_state("u", 0), [0.0, U_AFTER[1], 0.0])
+    _close(lrn.unit_state("f", 0), [0.0, F_AFTER[1], 0.0])
+    assert lrn.accumulator(0) == pytest.approx(0.1, abs=1e-15)
+    assert lrn.accumulator(0, "high") == pytest.approx(0.1, abs=1e-15)
+    assert lrn.counts() == {"units_reset": [2, 0]}
+
+
+def test_cbp_high_pass_counts_only_the_units_the_low_pass_left(impl):
+    """acc_high 0.3: 0.3 + 0.5 * 1 eligible = 0.8 -> no high replacement. (Counting the low pass's unit
+    would give 1.3 and replace unit 0.)"""
+    lrn = _two_pass_cbp(impl, acc_high=0.3)
+    lrn.after_step(_features(2))
+    _assert_replaced(lrn, CHOSEN)
+    assert lrn.accumulator(0, "high") == pytest.approx(0.8, abs=1e-15)
+
+
+def test_cbp_high_pass_alone_takes_the_highest_utility(impl):
+    """Low rate 0, high rate 0.5: the layer still runs the statistics (a layer is skipped only when both
+    rates are 0); 0.6 + 0.5 * 2 = 1.6 -> one unit, the HIGHER u_hat of {0, 2}: unit 0 (2.1257 > 2.0645;
+    the lowest, or raw u (1.86 < 2.0), would give unit 2; age >= m would count 3 and take two)."""
+    lrn = _two_pass_cbp(impl, low=0.0)
+    lrn.after_step(_features(2))
+    _close(lrn.unit_state("age", 0), [0.0, 2.0, 5.0], rel=0, abs=0)
+    _close(lrn.unit_state("u", 0), [0.0, U_AFTER[1], U_AFTER[2]])
+    (w1, b1), (w2, _), _ = lrn.parameters()
+    _close(w1[1:], W1[1:], rel=0, abs=0)
+    _close(w1[0], init_weight(SPEC, 0, generator(SEED, ALGO, REINIT), 1)[0], rel=0, abs=0)
+    _close(b1, [0.0, 0.2, 0.3], rel=0, abs=0)
+    _close(w2[:, 0], [0.0, 0.0, 0.0], rel=0, abs=0)
+    assert lrn.accumulator(0) == pytest.approx(0.6, abs=1e-15)  # rate 0: the low pass adds nothing
+    assert lrn.accumulator(0, "high") == pytest.approx(0.6, abs=1e-15)
+    assert lrn.counts() == {"units_reset": [1, 0]}
+
+
 def _first_coin():
     return seeding.UniformStream(generator(SEED, ALGO, COIN)).next()
 
@@ -277,10 +339,11 @@ U_ADAPTED_BEFORE = [1.72, 1.9, 5.0]
 C_LOW, C_HIGH = -0.5, 2.0
 
 
-def _adapted(impl, acc_low, acc_high, rate=0.5, clip=None, clip_mode="every_step"):
-    lrn = impl(SPEC, "adapted", dict(c_low=C_LOW, c_high=C_HIGH, rho_low=[rate, 0.0], rho_high=[rate, 0.0],
-                                     decay_rate=ETA, maturity_threshold=M, clip=clip, clip_mode=clip_mode), seed=SEED)
-    lrn.set_parameters(NETWORK)
+def _adapted(impl, acc_low, acc_high, rate=0.5, clip=None, schedule="per_step", rate_low=None, network=NETWORK):
+    rate_low = rate if rate_low is None else rate_low
+    lrn = impl(SPEC, "adapted", dict(c_low=C_LOW, c_high=C_HIGH, rho_low=[rate_low, 0.0], rho_high=[rate, 0.0],
+                                     decay_rate=ETA, maturity_threshold=M, clip=clip, schedule=schedule), seed=SEED)
+    lrn.set_parameters(network)
     lrn.set_unit_state("age", 0, AGE_BEFORE)
     lrn.set_unit_state("u", 0, U_ADAPTED_BEFORE)
     lrn.set_accumulator(0, acc_low, "low")
@@ -334,24 +397,70 @@ def test_adapted_high_pass_counts_only_units_still_eligible(impl):
     assert lrn.counts() == {"units_rescaled_low": [1, 0], "units_rescaled_high": [0, 0]}
 
 
-@pytest.mark.parametrize("clip_mode", ["every_step", "on_rescale"])
-def test_adapted_clip_by_hand(impl, clip_mode):
-    """clip 0.7 after the passes: layer 1 (rescaled) -> units 0 and 1 (entries +-1) to +-0.7; every_step also
-    clamps hidden layer 2 (W2's 0.8 entries, b2's 0.9), on_rescale only the layer that rescaled; never the
-    output layer (W3 keeps its 0.9)."""
-    lrn = _adapted(impl, acc_low=0.3, acc_high=0.6, clip=0.7, clip_mode=clip_mode)
+def test_adapted_clip_by_hand(impl):
+    """schedule per_step (the published code), clip 0.7 after the passes: every hidden layer clamped, every
+    step: layer 1 (rescaled) -> units 0 and 1 (entries +-1) to +-0.7, hidden layer 2 too (W2's 0.8 entries,
+    b2's 0.9; it rescaled nothing); never the output layer (W3 keeps its 0.9)."""
+    lrn = _adapted(impl, acc_low=0.3, acc_high=0.6, clip=0.7)
     lrn.after_step(_features(2))
     (w1, b1), (w2, b2), (w3, b3) = lrn.parameters()
     _close(w1, [[0.7, -0.7, 0.7, -0.7], [0.7, -0.7, 0.7, -0.7], [-0.125, 0.125, -0.125, 0.125]])
     _close(b1, [0.2, 0.2, -0.15])
-    if clip_mode == "every_step":
-        _close(w2, [[0.2, -0.4, 0.7], [-0.2, 0.4, 0.7], [0.2, 0.4, -0.7]])
-        _close(b2, [0.01, 0.7, 0.03])
-    else:
-        _close(w2, W2, rel=0, abs=0)
-        _close(b2, B2, rel=0, abs=0)
+    _close(w2, [[0.2, -0.4, 0.7], [-0.2, 0.4, 0.7], [0.2, 0.4, -0.7]])
+    _close(b2, [0.01, 0.7, 0.03])
     _close(w3, W3, rel=0, abs=0)
     _close(b3, B3, rel=0, abs=0)
+
+
+# schedule per_pass ([P]'s "modified cfg" code, SPEC 5): a network with entries beyond its clamp bounds
+# (weights 5, biases 10) in hidden layer 1 (unit 1: 6.0 and 12.0) and hidden layer 2 (7.0 and 11.0)
+W1_BIG = [W1[0], [6.0, -1.0, 1.0, -1.0], W1[2]]
+B1_BIG = [0.1, 12.0, 0.3]
+W2_BIG = [[7.0, -0.4, 0.8], W2[1], W2[2]]
+B2_BIG = [11.0, 0.9, 0.03]
+NETWORK_BIG = [(W1_BIG, B1_BIG), (W2_BIG, B2_BIG), (W3, B3)]
+
+
+@pytest.mark.parametrize("clip", [10.0, None])
+def test_adapted_per_pass_ages_and_averages_in_each_pass_and_clamps_the_rescaled_layer(impl, clip):
+    """Each pass ages the units and updates the signed running mean before choosing (both rates > 0).
+    low pass: ages (3, 2, 5), u = (1.86, 1.2, 2.0), u_hat = U_HAT; 0.3 + 0.5 * 2 eligible = 1.3 -> unit 2
+    times c_low (-0.5), its age and u 0; layer 1 clamped: W1[1, 0] 6 -> 5, b1[1] 12 -> 10.
+    high pass: ages (4, 3, 1): unit 1 (age 3 > m) is now eligible too; u = 0.5 u + 0.5 mean h =
+    (1.93, 0.85, -0.5), u_hat = (1.93 * 16/15, 0.85 * 8/7, -0.5 * 2) = (2.0587, 0.9714, -1.0);
+    0.6 + 0.5 * 2 = 1.6 -> the higher of {0, 1}: unit 0 times c_high (2). Hidden layer 2 rescaled nothing:
+    not clamped (W2's 7.0, b2's 11.0 stay), nor is the output layer. clip None: no clamping at all."""
+    lrn = _adapted(impl, acc_low=0.3, acc_high=0.6, clip=clip, schedule="per_pass", network=NETWORK_BIG)
+    lrn.after_step(_features(2))
+    (w1, b1), (w2, b2), (w3, b3) = lrn.parameters()
+    big_w, big_b = (5.0, 10.0) if clip is not None else (6.0, 12.0)
+    _close(w1, [[1.0, -1.0, 1.0, -1.0], [big_w, -1.0, 1.0, -1.0], [-0.125, 0.125, -0.125, 0.125]])
+    _close(b1, [0.2, big_b, -0.15])
+    _close(w2, W2_BIG, rel=0, abs=0)
+    _close(b2, B2_BIG, rel=0, abs=0)
+    _close(w3, W3, rel=0, abs=0)
+    _close(b3, B3, rel=0, abs=0)
+    _close(lrn.unit_state("age", 0), [0.0, 3.0, 1.0], rel=0, abs=0)
+    _close(lrn.unit_state("u", 0), [0.0, 0.85, -0.5])
+    _close(lrn.utility(0)[1:], [0.85 * 8 / 7, -1.0])
+    assert lrn.accumulator(0, "low") == pytest.approx(0.3, abs=1e-15)
+    assert lrn.accumulator(0, "high") == pytest.approx(0.6, abs=1e-15)
+    assert lrn.counts() == {"units_rescaled_low": [1, 0], "units_rescaled_high": [1, 0]}
+    assert (lrn.unit_state("age", 1) == 0).all()  # both rates 0 in hidden layer 2: no pass ticks it
+
+
+def test_adapted_per_pass_a_pass_with_rate_zero_does_not_tick(impl):
+    """per_pass with rho_low 0: only the high pass ages and averages (once): ages (3, 2, 5), u = U_AFTER;
+    0.6 + 0.5 * 2 eligible = 1.6 -> unit 0 (highest u_hat) times 2; layer 1 clamped after it."""
+    lrn = _adapted(impl, acc_low=0.3, acc_high=0.6, clip=10.0, schedule="per_pass", rate_low=0.0, network=NETWORK_BIG)
+    lrn.after_step(_features(2))
+    _close(lrn.unit_state("age", 0), [0.0, 2.0, 5.0], rel=0, abs=0)
+    _close(lrn.unit_state("u", 0), [0.0, U_AFTER[1], U_AFTER[2]])
+    (w1, b1), _, _ = lrn.parameters()
+    _close(w1, [[1.0, -1.0, 1.0, -1.0], [5.0, -1.0, 1.0, -1.0], W1[2]])
+    _close(b1, [0.2, 10.0, 0.3])
+    assert lrn.accumulator(0, "low") == pytest.approx(0.3, abs=1e-15)
+    assert lrn.counts() == {"units_rescaled_low": [0, 0], "units_rescaled_high": [1, 0]}
 
 
 def test_adapted_maturity_boundary(impl):
