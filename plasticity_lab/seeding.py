@@ -41,22 +41,45 @@ class UniformStream:
     """U(0, 1) numbers (Python floats) from a CPU generator, drawn in blocks to keep per-step cost low.
 
     Used for host-side decisions such as CBP's ``accumulate: false`` coin flips. The reference
-    learner and the engine both read a member's coins through this class, so they see the
-    same sequence.
+    learner, the engine and the kernel backend all read a member's coins through this class, so
+    they see the same sequence: ``next()`` one at a time, or ``peek(n)`` the next n without
+    consuming them and ``skip(n)`` those used (the kernel reads ahead). The sequence is the
+    blocks of ``torch.rand(block, float64)`` one after another, whenever they are drawn.
     """
 
     def __init__(self, gen: torch.Generator, block: int = 1024):
         self.gen, self.block = gen, block
-        self._buf: list[float] = []
+        self._buf = np.zeros(0)
+        self._pos = 0
 
     def get_state(self) -> dict:
-        return {"gen": self.gen.get_state(), "buf": list(self._buf)}
+        """The generator's state and the drawn, unused numbers (last first)."""
+        return {"gen": self.gen.get_state(), "buf": self._buf[self._pos :][::-1].tolist()}
 
     def set_state(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
-        self._buf = list(state["buf"])
+        self._buf = np.array(state["buf"][::-1], dtype=np.float64)
+        self._pos = 0
 
     def next(self) -> float:
-        if not self._buf:
-            self._buf = torch.rand(self.block, generator=self.gen, dtype=torch.float64).tolist()[::-1]
-        return self._buf.pop()
+        if self._pos >= len(self._buf):
+            self._buf = self._block()
+            self._pos = 0
+        self._pos += 1
+        return float(self._buf[self._pos - 1])
+
+    def peek(self, n: int) -> np.ndarray:
+        """The next n numbers (a view: read, do not write), without consuming them."""
+        while len(self._buf) - self._pos < n:
+            self._buf = np.concatenate([self._buf[self._pos :], self._block()])
+            self._pos = 0
+        return self._buf[self._pos : self._pos + n]
+
+    def skip(self, n: int) -> None:
+        """Consume n numbers (after ``peek``)."""
+        if n > len(self._buf) - self._pos:
+            raise ValueError(f"cannot skip {n} numbers: only {len(self._buf) - self._pos} were peeked")
+        self._pos += n
+
+    def _block(self) -> np.ndarray:
+        return torch.rand(self.block, generator=self.gen, dtype=torch.float64).numpy()

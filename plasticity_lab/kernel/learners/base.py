@@ -1,0 +1,94 @@
+"""What the kernel's reset learners share: per-layer parameter rows, the compiled ageing and
+EMA helpers, and the Python side of an event (choosing units, per-member numpy views).
+
+Per member, a learner's per-layer hyperparameters are one float64 array ``lp`` (NUM_ROWS, L):
+``RATE_A`` (cbp rho / adapted rho_low), ``RATE_B`` (adapted rho_high), ``ETA`` (decay_rate),
+``MATURITY`` (m), ``ACTIVE`` (1 where the learner acts on the layer for this member, SPEC 3.4
+step 1), ``ONE_MINUS_ETA`` (1 - eta computed in float64, then used in the network's dtype as
+the engine does). The kernel decides how many units are due at the START of a step (from ages
+and accumulators only, which the step's data never change) and computes the running
+statistics after the step's update, as the engine and the reference do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..codes import F_LEARNER, LEARNER_NONE
+from ..layout import R_SIZES, R_UOFF
+
+RATE_A, RATE_B, ETA, MATURITY, ACTIVE, ONE_MINUS_ETA = range(6)
+NUM_ROWS = 6
+
+
+@njit(cache=True, inline="always")
+def lerp(a, b, w):
+    """torch.lerp(a, b, w): a + w (b - a) for w < 0.5, else b - (b - a)(1 - w) (eta a + (1 - eta) b)."""
+    if w < 0.5:
+        return a + w * (b - a)
+    return b - (b - a) * (1 - w)
+
+
+@njit(cache=True, inline="always")
+def age_layer(layout, lp, age, l):
+    """age += 1 for hidden layer l's units; returns #eligible (age > m) after it (SPEC 3.4 steps 1, 4)."""
+    o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
+    m = lp[MATURITY, l]
+    eligible = 0
+    for i in range(o, o + H):
+        age[i] += 1
+        if age[i] > m:
+            eligible += 1
+    return eligible
+
+
+@njit(cache=True, inline="always")
+def accumulate(acc, l, rate, eligible):
+    """SPEC 3.4 step 5 / 3.5 step 2: acc += rate * #eligible; n = floor(acc); acc -= n (float64, as engine/learners/base.how_many)."""
+    acc[l] += rate * eligible
+    n = np.floor(acc[l])
+    acc[l] -= n
+    return int(n)
+
+
+def lowest_first(keys: np.ndarray, eligible: np.ndarray, n: int) -> np.ndarray:
+    """The n eligible units with the smallest key, ties by the lowest index (a stable sort, as
+    engine/learners/base.lowest_first and reference/resets.lowest)."""
+    masked = np.where(eligible, keys, np.inf)
+    return np.argsort(masked, kind="stable")[:n]
+
+
+def bias_correction_factor(eta, age: np.ndarray) -> np.ndarray:
+    """1 - eta^age in the dtype of ``age`` (the engine's ``torch.pow(eta, age).neg_().add_(1)``)."""
+    return 1 - np.power(age.dtype.type(eta), age)
+
+
+class KernelLearner:
+    """What the kernel backend asks of a learner, besides the engine learner's interface it
+    inherits: ``units`` (S, K, hidden units) per-unit state tensors, ``lp`` (K, NUM_ROWS, L),
+    and the methods below."""
+
+    LEARNER_CODE = LEARNER_NONE
+
+    def kernel_state(self, k: int) -> tuple:
+        """Member k's (lp, age, f, u, acc_a, acc_b, in_sum, out_sum) for ``train_member``."""
+        raise NotImplementedError
+
+    def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
+        """Set member k's learner slots of ``flags`` / ``hyper`` (kernel/codes.py)."""
+        flags[F_LEARNER] = self.LEARNER_CODE
+
+    def coins_ahead(self, k: int, n: int) -> np.ndarray:
+        """Member k's next n coins (U(0, 1)), read ahead; empty when the learner flips none."""
+        return _NO_COINS
+
+    def coins_used(self, k: int, n: int) -> None:
+        """Consume the first n coins of the last ``coins_ahead``."""
+
+    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
+        """Member k's replacement / rescaling of ``n_due`` (2, L) units, in Python."""
+        raise NotImplementedError
+
+
+_NO_COINS = np.zeros(0)

@@ -1,0 +1,200 @@
+"""The kernel backend: K members trained one after another by a compiled step (DESIGN, "Backends").
+
+``KernelPopulation`` answers the engine's whole interface (it IS a ``Population``: ``train``,
+``take_totals``, ``take_counts``, ``freeze``, ``member_state`` / ``load_member_states``, and the
+probes' ``hidden_features``, ``predict``, ``stacked_parameters``, ``example_deltas``,
+``parameters_of``), so the runner, probes, checkpoints and recording work unchanged. Only
+``train`` differs: instead of one batched step of all K members at a time, each member runs
+through the whole chunk in compiled code (kernel/step.py) while its weights stay in cache,
+then the next member (member-major time-blocking). Members are independent, so the results
+are those of the members alone.
+
+Storage: every member's weights and biases are one row of ``theta`` (K, P) in the kernel's
+layout (kernel/layout.py: W^T input-major); ``W[l]`` (K, out, in) and ``b[l]`` (K, out) are
+transposed views of it, so whatever reads or writes them (probes, checkpoints, a test) reads
+or writes the kernel's numbers. Learner state (ages, utilities) lives likewise in flat
+per-unit tensors (kernel/learners/). numpy views of these tensors are what the compiled code
+receives; torch owns the memory, so ``copy.deepcopy`` (the timing probe) keeps the views
+consistent.
+
+Events: ``train_member`` returns when the member's learner must act; ``learner.handle_event``
+performs the replacement / rescaling with the member's own generators, and the loop goes on.
+For ``accumulate: false`` CBP, the member's coins are read ahead from its stream
+(``UniformStream.peek``) and only those used are consumed (``skip``), so its sequence, and
+its checkpointed state, are the engine's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..activations import get_activation
+from ..engine.population import Population
+from ..network import NetworkSpec, initial_parameters
+from . import codes as S
+from .step import train_member
+from .layout import Layout
+from .optim import KernelMomentumSGD, make_kernel_optimizer
+
+COIN_BLOCK = 4096  # coins read ahead per call (accumulate: false)
+
+
+class KernelPopulation(Population):
+    """K MLPs of one architecture on the compiled CPU kernel; the constructor takes the
+    engine's arguments (``optimizer`` 'sgd' only; ``learner`` an engine cbp / adapted learner
+    or None), see ``Population``."""
+
+    def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
+                 device="cpu", dtype=torch.float32, optimizer: str = "sgd", momentum=0.0,
+                 betas=(0.9, 0.999), eps=1e-8, learner=None, loss: str = "cross_entropy"):
+        if loss not in ("cross_entropy", "squared_error"):
+            raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, squared_error")
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"the kernel backend runs on the CPU, not device={device}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"the kernel backend runs float32 or float64, not {dtype}")
+        self.spec = spec
+        self.loss = loss
+        self.K = len(seeds)
+        self.seeds = list(seeds)
+        self.t = 0
+        self.device = torch.device("cpu")
+        self.dtype = dtype
+        self.layout = Layout(spec)
+        self.theta = torch.zeros(self.K, self.layout.num_parameters, dtype=dtype)
+        self.W = [self.layout.weight_view(self.theta, l) for l in range(spec.num_hidden + 1)]
+        self.b = [self.layout.bias_view(self.theta, l) for l in range(spec.num_hidden + 1)]
+        for k, s in enumerate(seeds):
+            for l, (W, b) in enumerate(initial_parameters(spec, s)):
+                self.W[l][k] = W.to(dtype)
+                self.b[l][k] = b.to(dtype)
+        self.acts = [get_activation(a) for a in spec.activations]
+        self.step_size = self._per_member(step_size)
+        self.weight_decay = self._per_member(weight_decay)
+        self._update_factors()
+        self.loss_sum = torch.zeros(self.K, dtype=torch.float64)
+        self.correct = torch.zeros(self.K, dtype=torch.long)
+        self.eye = torch.eye(spec.sizes[-1], dtype=dtype)
+        self.optimizer = make_kernel_optimizer(self, optimizer, momentum)
+        self.frozen = np.zeros(self.K, dtype=bool)
+        if learner is not None and not hasattr(learner, "handle_event"):
+            raise ValueError(f"the kernel backend needs a kernel learner (kernel/learners/), not {type(learner).__name__}")
+        self.learner = learner
+        if learner is not None:
+            self.learner.setup(self)
+        self._np = None
+
+    # ------------------------------------------------------------------ numpy views
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_np"] = None  # numpy views are rebuilt from the (deep-copied) tensors
+        return state
+
+    def _arrays(self) -> dict:
+        """numpy views of the tensors the compiled code reads and writes (cached)."""
+        if self._np is None:
+            self._np = {"theta": self.theta.numpy(), "step_size": self.step_size.numpy(),
+                        "weight_decay": self.weight_decay.numpy()}
+        return self._np
+
+    def layer_arrays(self, k: int, l: int) -> tuple[np.ndarray, np.ndarray]:
+        """Member k's linear layer l as numpy views: W^T (in, out) and b (out,)."""
+        theta, lay = self._arrays()["theta"][k], self.layout
+        n_in, n_out = lay.sizes[l], lay.sizes[l + 1]
+        W = theta[lay.woff[l] : lay.woff[l] + n_in * n_out].reshape(n_in, n_out)
+        return W, theta[lay.boff[l] : lay.boff[l] + n_out]
+
+    # ------------------------------------------------------------------ training
+    def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, after_step=None):
+        """Train on a chunk (x (K, n, in), y (K, n)) in consecutive batches of ``batch_size``,
+        member after member."""
+        if after_step is not None:
+            raise ValueError("the kernel backend has no per-step hook (after_step); use backend=population")
+        n = x.shape[1]
+        arrays = self._arrays()
+        xs = x.detach().cpu().to(self.dtype).numpy()
+        regression = self.loss == "squared_error"
+        ys = y.detach().cpu().to(self.dtype if regression else torch.long).numpy()
+        scratch = self._scratch(min(batch_size, n))
+        totals = np.zeros(2)
+        info = np.zeros(3, dtype=np.int64)
+        learner = self.learner
+        for k in range(self.K):
+            if self.frozen[k]:
+                continue
+            xk = np.ascontiguousarray(xs[k])
+            yk = np.ascontiguousarray(ys[k])
+            flags, hyper, buf = self._member_settings(k, batch_size)
+            lstate = learner.kernel_state(k) if learner is not None else self._no_learner
+            y_class, y_value = (self._no_class, yk) if regression else (yk, self._no_value)
+            totals[:] = 0.0
+            start = 0
+            while start < n:
+                coins = learner.coins_ahead(k, COIN_BLOCK) if learner is not None else self._no_coins
+                train_member(self.layout.table, arrays["theta"][k], buf, hyper, flags, xk, y_class, y_value,
+                               start, n, *lstate, coins, *scratch, totals, info)
+                if learner is not None:
+                    learner.coins_used(k, int(info[S.I_COINS_USED]))
+                    if info[S.I_EVENT] == S.EVENT_LEARNER:
+                        learner.handle_event(self, k, scratch[-1])
+                start = int(info[S.I_NEXT])
+            self.loss_sum[k] += totals[0]
+            self.correct[k] += int(totals[1])
+        self.t += math.ceil(n / batch_size)
+
+    def _member_settings(self, k: int, batch_size: int):
+        """(flags, hyper, momentum buffer) of member k for the compiled step."""
+        a = self._arrays()
+        alpha, lam = float(a["step_size"][k]), float(a["weight_decay"][k])
+        momentum = float(self.optimizer.momentum[k]) if isinstance(self.optimizer, KernelMomentumSGD) else 0.0
+        flags = np.zeros(S.NUM_FLAGS, dtype=np.int64)
+        flags[S.F_BATCH] = batch_size
+        flags[S.F_LOSS] = S.LOSS_SQUARED_ERROR if self.loss == "squared_error" else S.LOSS_CROSS_ENTROPY
+        flags[S.F_MOMENTUM] = momentum != 0.0
+        flags[S.F_DECAY] = lam != 0.0
+        hyper = np.zeros(S.NUM_HYPER)
+        hyper[S.H_ALPHA], hyper[S.H_LAMBDA], hyper[S.H_MOMENTUM] = alpha, lam, momentum
+        hyper[S.H_DECAY] = float(self._decay[k])
+        hyper[S.H_CLIP] = math.inf
+        if self.learner is not None:
+            self.learner.kernel_flags(k, flags, hyper)
+        buf = self.optimizer.buf.numpy()[k] if momentum != 0.0 else self._no_buf
+        return flags, hyper, buf
+
+    def _scratch(self, B: int):
+        """Per-call work arrays: pre-activations z, activations h, deltas (B, units), every linear
+        layer's non-zero inputs (indices (B, in + units), counts (B, L + 1)), the units due (2, L)."""
+        key = (B, self.dtype)
+        if getattr(self, "_scratch_key", None) != key:
+            U, n_in, L = self.layout.num_units, self.spec.sizes[0], self.spec.num_hidden
+            d = np.dtype(str(self.dtype).removeprefix("torch."))
+            self._scratch_arrays = (np.zeros((B, U), d), np.zeros((B, U), d), np.zeros((B, U), d),
+                                    np.zeros((B, n_in + U), np.int64), np.zeros((B, L + 1), np.int64),
+                                    np.zeros((2, max(L, 1)), np.int64))
+            self._scratch_key = key
+        return self._scratch_arrays
+
+    @property
+    def _no_buf(self):
+        return np.zeros(0, self._arrays()["theta"].dtype)
+
+    _no_value = property(lambda self: np.zeros(0, self._arrays()["theta"].dtype))
+    _no_class = np.zeros(0, np.int64)
+    _no_coins = np.zeros(0)
+
+    @property
+    def _no_learner(self):
+        """The learner arguments of the compiled step when there is no learner (never read)."""
+        d = self._arrays()["theta"].dtype
+        L = self.spec.num_hidden
+        z = np.zeros(0, d)
+        return (np.zeros((6, L)), z, z, z, np.zeros(L), np.zeros(L), np.zeros(0), np.zeros(0))
+
+    # ------------------------------------------------------------------ members
+    def freeze(self, k: int):
+        """Stop member k (diverged): zero its weights, step size and learner state; it is not trained any more."""
+        super().freeze(k)
+        self.frozen[k] = True
