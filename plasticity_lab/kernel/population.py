@@ -37,6 +37,7 @@ from ..network import NetworkSpec, initial_parameters
 from . import codes as S
 from .step import train_member
 from .layout import Layout
+from .learners.base import NUM_ROWS
 from .optim import KernelMomentumSGD, make_kernel_optimizer
 
 COIN_BLOCK = 4096  # coins read ahead per call (accumulate: false)
@@ -121,6 +122,7 @@ class KernelPopulation(Population):
         scratch = self._scratch(min(batch_size, n))
         totals = np.zeros(2)
         info = np.zeros(3, dtype=np.int64)
+        sync = np.ones(self.spec.num_hidden + 1, dtype=np.int64)
         learner = self.learner
         for k in range(self.K):
             if self.frozen[k]:
@@ -131,15 +133,19 @@ class KernelPopulation(Population):
             lstate = learner.kernel_state(k) if learner is not None else self._no_learner
             y_class, y_value = (self._no_class, yk) if regression else (yk, self._no_value)
             totals[:] = 0.0
+            sync[:] = 1  # a new chunk: every |w| sum recomputed, every hidden layer clamped whole (kernel/step.py)
+            flags[S.F_FULL_CLAMP] = 1
             start = 0
             while start < n:
                 coins = learner.coins_ahead(k, COIN_BLOCK) if learner is not None else self._no_coins
                 train_member(self.layout.table, arrays["theta"][k], buf, hyper, flags, xk, y_class, y_value,
-                               start, n, *lstate, coins, *scratch, totals, info)
+                             start, n, *lstate, sync, coins, *scratch, totals, info)
+                sync[:] = 0
+                flags[S.F_FULL_CLAMP] = 0
                 if learner is not None:
                     learner.coins_used(k, int(info[S.I_COINS_USED]))
                     if info[S.I_EVENT] == S.EVENT_LEARNER:
-                        learner.handle_event(self, k, scratch[-1])
+                        learner.handle_event(self, k, scratch[-1], sync)
                 start = int(info[S.I_NEXT])
             self.loss_sum[k] += totals[0]
             self.correct[k] += int(totals[1])
@@ -191,7 +197,7 @@ class KernelPopulation(Population):
         d = self._arrays()["theta"].dtype
         L = self.spec.num_hidden
         z = np.zeros(0, d)
-        return (np.zeros((6, L)), z, z, z, np.zeros(L), np.zeros(L), np.zeros(0), np.zeros(0))
+        return (np.zeros((NUM_ROWS, L)), z, z, z, np.zeros(L), np.zeros(L), np.zeros(0), np.zeros(0))
 
     # ------------------------------------------------------------------ members
     def freeze(self, k: int):

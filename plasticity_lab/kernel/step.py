@@ -28,13 +28,15 @@ Fused statistics (cbp). The utilities need n_in * mean_j |W_l[i, j]| ("in sums")
 n_next * mean_k |W_{l+1}[k, i]| ("out sums") after every step's update. They are kept in
 float64 and updated inside the update loop, which is the only place weights change between
 events: out sums (a row of W^T_{l+1}) are recomputed for every touched row, in sums (a column
-of W^T_l) get |new| - |old| for every touched entry. ``sync_abs_sums`` recomputes both from
-scratch at the start of every call (every event and chunk boundary), so rounding drift never
-outlives one block.
+of W^T_l) get |new| - |old| for every touched entry. ``sync_abs_sums`` recomputes them from
+scratch at the start of a call for the layers ``sync`` names: every layer at the start of a
+chunk (at most ``chunk_examples`` steps), the layers an event changed after an event. So every
+sum an event changes is exact, and rounding drift never outlives one chunk.
 
 Clip (adapted, ``every_step``): the clamp to [-clip, clip] is fused into the update of the
-entries a step touches; the first step of every call clamps every hidden layer whole, so the
-untouched entries are clamped too (they then stay so). On a step where the learner rescales,
+entries a step touches; the first step of a chunk (``F_FULL_CLAMP``) clamps every hidden layer
+whole, so the untouched entries are clamped too (they then stay so: an event's handler clamps
+whole layers itself). On a step where the learner rescales,
 no clamp happens here: Python rescales first, then clamps (SPEC 3.5 step 5 order).
 """
 
@@ -47,7 +49,7 @@ from numba import njit
 
 from . import activations as A
 from .codes import (CLIP_EVERY_STEP, EVENT_LEARNER, EVENT_NEED_COINS, EVENT_NONE, F_ACCUMULATE, F_BATCH, F_CLIP,
-                    F_DECAY, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_UTIL, H_ALPHA, H_CLIP, H_DECAY,
+                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_UTIL, H_ALPHA, H_CLIP, H_DECAY,
                     H_LAMBDA, H_MOMENTUM, I_COINS_USED, I_EVENT, I_NEXT, LEARNER_ADAPTED, LEARNER_CBP,
                     LOSS_CROSS_ENTROPY)
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
@@ -72,10 +74,13 @@ def _abs_sum(w):
 
 
 @njit(cache=True)
-def sync_abs_sums(layout, theta, in_sum, out_sum, L, need_in, need_out):
-    """in_sum[i of hidden layer l] = sum_j |W_l[i, j]|, out_sum[i of hidden layer l] = sum_k |W_{l+1}[k, i]|,
-    recomputed from scratch (float64)."""
+def sync_abs_sums(layout, theta, in_sum, out_sum, L, need_in, need_out, sync):
+    """The sums that W_l determines, for every linear layer l with sync[l] != 0, recomputed from
+    scratch (float64): in_sum[i of hidden layer l] = sum_j |W_l[i, j]| and
+    out_sum[j of hidden layer l - 1] = sum_i |W_l[i, j]|."""
     for l in range(L + 1):
+        if sync[l] == 0:
+            continue
         n_in, n_out = layout[R_SIZES, l], layout[R_SIZES, l + 1]
         w0 = layout[R_WOFF, l]
         if need_in and l < L:
@@ -139,18 +144,21 @@ def _row_clamp(w, v, d, c):
         w[i] = min(max(w[i] - v * d[i], -c), c)
 
 
+# In sums: the step's changes |new| - |old| (exact in the weights' dtype when they are close, by
+# Sterbenz's lemma) are collected in ``dcs`` (the dtype) and added to the float64 sums once per
+# layer and step. Out sums: a touched row's sum, in the dtype (as the engine's torch sums).
 @njit(cache=True, inline="always")
-def _row_in_sums(w, v, d, cs):
+def _row_in_sums(w, v, d, dcs):
     for i in range(w.shape[0]):
         old = w[i]
         new = old - v * d[i]
         w[i] = new
-        cs[i] += abs(new) - abs(old)
+        dcs[i] += abs(new) - abs(old)
 
 
 @njit(cache=True, fastmath=FAST)
-def _row_out_sum(w, v, d):
-    s = 0.0
+def _row_out_sum(w, v, d, zero):
+    s = zero
     for i in range(w.shape[0]):
         new = w[i] - v * d[i]
         w[i] = new
@@ -159,14 +167,14 @@ def _row_out_sum(w, v, d):
 
 
 @njit(cache=True, fastmath=FAST)
-def _row_both_sums(w, v, d, cs):
-    s = 0.0
+def _row_both_sums(w, v, d, dcs, zero):
+    s = zero
     for i in range(w.shape[0]):
         old = w[i]
         new = old - v * d[i]
         w[i] = new
         a = abs(new)
-        cs[i] += a - abs(old)
+        dcs[i] += a - abs(old)
         s += a
     return s
 
@@ -190,7 +198,7 @@ def _segment(layout, l):
 
 @njit(cache=True)
 def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, hyper, flags, clamp_now, in_sum,
-                  out_sum, zero):
+                  out_sum, dcs_all, zero):
     """The optimiser step of linear layer l for a batch: inputs src[row0 + b, col0 + j] (x for
     l = 0, else the activations below; only the entries listed in nz[b, seg:] / nzc[b, l] are
     non-zero, and only their rows have a non-zero gradient),
@@ -208,6 +216,7 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
     o_in = layout[R_UOFF, l] if hidden else 0
     o_out = layout[R_UOFF, l - 1] if l >= 1 else 0
     cs = in_sum[o_in : o_in + n_out] if track_in else in_sum[0:0]
+    dcs = dcs_all[o_in : o_in + n_out] if track_in else dcs_all[0:0]
     do_clamp = clamp_now and hidden
     dense = flags[F_MOMENTUM] != 0 or flags[F_DECAY] != 0
     if flags[F_MOMENTUM] != 0:  # torch.optim.SGD: g += lambda p; buf = mu buf + g; p -= alpha buf
@@ -239,6 +248,8 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
             for e in range(n_out):
                 bias[e] *= decay
         tracking = (track_in or track_out) and not dense  # dense: sums recomputed below
+        if tracking and track_in:
+            dcs[:] = zero
         seg = _segment(layout, l)
         for b in range(B):
             d = delta[b, o : o + n_out]
@@ -253,11 +264,14 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
                 elif not tracking:
                     _row_plain(w, v, d)
                 elif track_in and track_out:
-                    out_sum[o_out + j] = _row_both_sums(w, v, d, cs)
+                    out_sum[o_out + j] = _row_both_sums(w, v, d, dcs, zero)
                 elif track_in:
-                    _row_in_sums(w, v, d, cs)
+                    _row_in_sums(w, v, d, dcs)
                 else:
-                    out_sum[o_out + j] = _row_out_sum(w, v, d)
+                    out_sum[o_out + j] = _row_out_sum(w, v, d, zero)
+        if tracking and track_in:
+            for i in range(n_out):
+                cs[i] += dcs[i]
         for i in range(n_out):
             s = zero
             for b in range(B):
@@ -283,7 +297,7 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
 # ---------------------------------------------------------------------------- the loop
 @njit(cache=True)
 def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, stop,
-                 lp, age, f, u, acc_a, acc_b, in_sum, out_sum, coins,
+                 lp, age, f, u, acc_a, acc_b, in_sum, out_sum, sync, coins,
                  z, h, delta, nz, nzc, n_due, totals, info):
     """Train one member on examples ``start .. stop`` of its chunk (x (n, in), y_class (n,) or
     y_value (n,)), in steps of ``flags[F_BATCH]`` examples (the last one may be shorter); stop
@@ -292,8 +306,9 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     before a step for which the coin buffer may run out (EVENT_NEED_COINS). ``info[I_NEXT]``
     is the next example to train on; ``info[I_COINS_USED]`` the coins used.
 
-    ``lp`` (NUM_ROWS, L) float64 per hidden layer (kernel/learners/base.py); ``totals`` +=
-    (sum of the examples' losses, number correct).
+    ``lp`` (NUM_ROWS, L) float64 per hidden layer (kernel/learners/base.py); ``sync`` (L + 1)
+    the linear layers whose |w| sums to recompute first; ``totals`` += (sum of the examples'
+    losses, number correct).
     """
     L = layout.shape[1] - 2
     batch = flags[F_BATCH]
@@ -308,11 +323,13 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     zero = np.zeros(1, theta.dtype)[0]
     lpt = np.empty(lp.shape, theta.dtype)  # the learner's parameters in the network's dtype (as the engine)
     lpt[:] = lp
+    bc = np.empty(layout[R_UOFF, L])
+    dcs = np.empty(layout[R_UOFF, L], theta.dtype)
     need_sums = learner == LEARNER_CBP and (flags[F_NEED_IN] != 0 or flags[F_NEED_OUT] != 0)
     if need_sums:
-        sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0)
+        sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0, sync)
     coin = 0
-    first = True
+    first = flags[F_FULL_CLAMP] != 0
     s = start
     info[I_EVENT] = EVENT_NONE
     while s < stop:
@@ -402,16 +419,16 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                             g = _dot(theta[w0 + j * n_out : w0 + (j + 1) * n_out], d, zero)
                             dprev[j] = A.backward(code, g, zin[j], hin[j])
                 _update_layer(layout, theta, buf, l, L, B, h, 0, oi, delta, nz, nzc, hyper, flags, clamp_now,
-                              in_sum, out_sum, zero)
+                              in_sum, out_sum, dcs, zero)
             else:
                 _update_layer(layout, theta, buf, l, L, B, x, s, 0, delta, nz, nzc, hyper, flags, clamp_now,
-                              in_sum, out_sum, zero)
-        if clamp_now and first:  # untouched entries (e.g. of zero pixels) are clamped once per call
+                              in_sum, out_sum, dcs, zero)
+        if clamp_now and first:  # untouched entries (e.g. of zero pixels) are clamped once per chunk
             clamp_hidden(layout, theta, L, hyper[H_CLIP])
         first = False
         # ---- the learner's running statistics (SPEC 3.4 steps 1-3, 3.5 step 1)
         if learner == LEARNER_CBP:
-            cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, flags[F_UTIL], B, L)
+            cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, flags[F_UTIL], B, L, bc)
         elif learner == LEARNER_ADAPTED:
             adapted_statistics(layout, lpt, u, h, B, L)
         s += B

@@ -25,8 +25,8 @@ from numba import njit
 from ...engine.learners.adapted import AdaptedRescaling
 from ..codes import CLIP_EVERY_STEP, CLIP_NONE, CLIP_ON_RESCALE, F_CLIP, H_CLIP, LEARNER_ADAPTED
 from ..layout import R_SIZES, R_UOFF
-from .base import (ACTIVE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate,
-                   age_layer, bias_correction_factor, lerp, lowest_first)
+from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate,
+                   age_layer, age_one, bias_correction_factor, lerp, lowest_first)
 
 
 @njit(cache=True)
@@ -84,6 +84,7 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
         lp[:, MATURITY] = self.m
         lp[:, ACTIVE] = self.active
         lp[:, ONE_MINUS_ETA] = 1.0 - eta
+        lp[:, AGE_ONE] = age_one(eta, np.dtype(str(pop.dtype).removeprefix("torch.")))
         self.lp = lp
         self.factors_np = {side: c.cpu().numpy() for side, c in self.factors.items()}  # (K, L) in the dtype
         self._none = (np.zeros(0, self.units.numpy().dtype), np.zeros(0))
@@ -112,7 +113,7 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
         """Member k's clip (inf = none)."""
         return float(self.clip_host[k])
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
+    def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
         """Steps 2-5 for member k: the low then the high pass of every hidden layer, then the clip."""
         layout = pop.layout
         units_np = self.units.numpy()

@@ -5,7 +5,8 @@ Per member, a learner's per-layer hyperparameters are one float64 array ``lp`` (
 ``RATE_A`` (cbp rho / adapted rho_low), ``RATE_B`` (adapted rho_high), ``ETA`` (decay_rate),
 ``MATURITY`` (m), ``ACTIVE`` (1 where the learner acts on the layer for this member, SPEC 3.4
 step 1), ``ONE_MINUS_ETA`` (1 - eta computed in float64, then used in the network's dtype as
-the engine does). The kernel decides how many units are due at the START of a step (from ages
+the engine does), ``AGE_ONE`` (the age from which the bias correction 1 - eta^age is exactly 1
+in the network's dtype, so that pow is only evaluated for young units; ``age_one``). The kernel decides how many units are due at the START of a step (from ages
 and accumulators only, which the step's data never change) and computes the running
 statistics after the step's update, as the engine and the reference do.
 """
@@ -18,8 +19,8 @@ from numba import njit
 from ..codes import F_LEARNER, LEARNER_NONE
 from ..layout import R_SIZES, R_UOFF
 
-RATE_A, RATE_B, ETA, MATURITY, ACTIVE, ONE_MINUS_ETA = range(6)
-NUM_ROWS = 6
+RATE_A, RATE_B, ETA, MATURITY, ACTIVE, ONE_MINUS_ETA, AGE_ONE = range(7)
+NUM_ROWS = 7
 
 
 @njit(cache=True, inline="always")
@@ -50,6 +51,18 @@ def accumulate(acc, l, rate, eligible):
     n = np.floor(acc[l])
     acc[l] -= n
     return int(n)
+
+
+def age_one(eta: np.ndarray, dtype) -> np.ndarray:
+    """Per entry of ``eta``: an age A with 1 - eta^a == 1 exactly in ``dtype`` for every a >= A.
+
+    eta^A <= 2^-(p + 2) (p = 24 or 53 mantissa bits) is below half the spacing of the numbers
+    just under 1, so 1 - eta^a rounds to 1, even with pow's last-bit error; eta = 0: A = 1."""
+    p = np.finfo(dtype).nmant + 1
+    eta = np.asarray(eta, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        A = np.ceil(-(p + 2) * np.log(2.0) / np.log(np.where(eta > 0, eta, 0.5)))
+    return np.where(eta > 0, A, 1.0)
 
 
 def lowest_first(keys: np.ndarray, eligible: np.ndarray, n: int) -> np.ndarray:
@@ -86,8 +99,9 @@ class KernelLearner:
     def coins_used(self, k: int, n: int) -> None:
         """Consume the first n coins of the last ``coins_ahead``."""
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
-        """Member k's replacement / rescaling of ``n_due`` (2, L) units, in Python."""
+    def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
+        """Member k's replacement / rescaling of ``n_due`` (2, L) units, in Python; sets sync[l] = 1
+        for every linear layer l whose |w| sums the kernel must recompute before it goes on."""
         raise NotImplementedError
 
 

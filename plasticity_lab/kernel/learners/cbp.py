@@ -26,8 +26,8 @@ from ...engine.learners.cbp import UTIL_TYPES, ContinualBackprop
 from ...network import init_weight
 from ..codes import F_ACCUMULATE, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP
 from ..layout import R_SIZES, R_UOFF
-from .base import (ACTIVE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, KernelLearner, accumulate, age_layer,
-                   bias_correction_factor, lerp, lowest_first)
+from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, KernelLearner, accumulate, age_layer,
+                   age_one, bias_correction_factor, lerp, lowest_first)
 
 UTIL_CODES = {name: i for i, name in enumerate(UTIL_TYPES)}
 CONTRIBUTION, ADAPTABLE, ZERO_CONTRIBUTION, WEIGHT, ADAPTATION, FEATURE_BY_INPUT, RANDOM = (
@@ -63,40 +63,51 @@ def cbp_decide(layout, lp, age, acc, accumulate_on, coins, coin, n_due, L):
 
 
 @njit(cache=True)
-def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L):
+def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc):
     """Steps 2-3 after the step's update: f <- lerp(f, mean_batch h, 1 - eta), u <- lerp(u, x, 1 - eta),
-    x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age)."""
+    x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age).
+    ``bc`` (hidden units,) is scratch space for the bias corrections."""
     for l in range(L):
         if lpt[ACTIVE, l] == 0:
             continue
         o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
         n_in, n_next = layout[R_SIZES, l], layout[R_SIZES, l + 2]
-        eta, w = lpt[ETA, l], lpt[ONE_MINUS_ETA, l]
-        for i in range(o, o + H):
-            mean_h = h[0, i]
-            for b in range(1, B):
-                mean_h += h[b, i]
-            if B > 1:
-                mean_h /= B
-            f[i] = lerp(f[i], mean_h, w)
-            if util == RANDOM:
-                continue  # u_hat is a fresh U(0, 1) draw when units are chosen; u stays 0
-            f_hat = f[i] / (1 - eta ** age[i])
-            out_mag = out_sum[i] / n_next
-            in_mag = in_sum[i] / n_in
-            if util == CONTRIBUTION:
-                a = abs(h[0, i])
+        eta, w, a1 = lpt[ETA, l], lpt[ONE_MINUS_ETA, l], lpt[AGE_ONE, l]
+        fl, ul, al, bl = f[o : o + H], u[o : o + H], age[o : o + H], bc[o : o + H]
+        if B == 1:
+            hb = h[0, o : o + H]
+            for i in range(H):
+                fl[i] = lerp(fl[i], hb[i], w)
+        else:
+            for i in range(H):
+                mean_h = h[0, o + i]
                 for b in range(1, B):
-                    a += abs(h[b, i])
-                x = out_mag * (a / B)
-            elif util == WEIGHT:
+                    mean_h += h[b, o + i]
+                fl[i] = lerp(fl[i], mean_h / B, w)
+        if util == RANDOM:
+            continue  # u_hat is a fresh U(0, 1) draw when units are chosen; u stays 0
+        for i in range(H):  # 1 - eta^age: pow only for the young units (it is exactly 1 for the others)
+            bl[i] = 1.0
+            if al[i] < a1:
+                bl[i] = 1 - eta ** al[i]
+        ins, outs = in_sum[o : o + H], out_sum[o : o + H]
+        for i in range(H):
+            out_mag = outs[i] / n_next
+            in_mag = ins[i] / n_in
+            if util == WEIGHT:
                 x = out_mag
             elif util == ADAPTATION:
                 x = 1.0 / in_mag
-            else:
-                dev = abs(h[0, i] - f_hat)
+            elif util == CONTRIBUTION:
+                a = abs(h[0, o + i])
                 for b in range(1, B):
-                    dev += abs(h[b, i] - f_hat)
+                    a += abs(h[b, o + i])
+                x = out_mag * (a / B)
+            else:
+                f_hat = fl[i] / bl[i]
+                dev = abs(h[0, o + i] - f_hat)
+                for b in range(1, B):
+                    dev += abs(h[b, o + i] - f_hat)
                 dev /= B
                 if util == ADAPTABLE:
                     x = out_mag * dev / in_mag
@@ -104,7 +115,7 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L):
                     x = out_mag * dev
                 else:  # feature_by_input
                     x = dev / in_mag
-            u[i] = lerp(u[i], x, w)
+            ul[i] = lerp(ul[i], x, w)
 
 
 class KernelContinualBackprop(KernelLearner, ContinualBackprop):
@@ -126,6 +137,7 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         lp[:, MATURITY] = self.m
         lp[:, ACTIVE] = self.active
         lp[:, ONE_MINUS_ETA] = 1.0 - eta
+        lp[:, AGE_ONE] = age_one(eta, np.dtype(str(pop.dtype).removeprefix("torch.")))
         self.lp = lp
         self.util_code = UTIL_CODES[self.util_type]
         self.needs_in = self.util_type in NEEDS_IN_SUMS
@@ -160,11 +172,13 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         super().freeze(pop, k)
         self.lp[k, ACTIVE] = 0.0
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
-        """Steps 6-8 for member k: replace n_due[0, l] units of every hidden layer l, layer by layer."""
+    def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
+        """Steps 6-8 for member k: replace n_due[0, l] units of every hidden layer l, layer by layer;
+        the |w| sums of the two weight matrices a replacement changes are to be recomputed."""
         n = n_due[0]
         for l in np.flatnonzero(n):
             self._replace(pop, k, int(l), int(n[l]))
+            sync[l : l + 2] = 1
         self.counts["units_reset"][k] += n
 
     def _replace(self, pop, k: int, l: int, n: int) -> None:
