@@ -425,7 +425,7 @@ class RunSettings:
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     dtype: str = _checked("float32", _one_of("float32", "float64"))
     num_threads: int = _checked(1, _non_negative)  # torch intra-op threads; 0 = torch's default
-    backend: str = _checked("population", _one_of("population", "reference"))
+    backend: str = _checked("auto", _one_of("auto", "kernel", "population", "reference"))
     progress_bar: bool = True
     metrics_flush_seconds: float = _checked(10.0, _non_negative)
     checkpoint_seconds: float = _checked(60.0, _non_negative)
@@ -438,9 +438,12 @@ class RunSettings:
 
     @property
     def backend_used(self) -> str:
-        """The backend that trains: the engine does not cover normalisation layers, so a
-        network with ``network.norm`` != none always runs on the reference backend."""
-        return "reference" if self.network.norm != "none" else self.backend
+        """The backend that trains (kernel/support.choose_backend): ``auto`` = the compiled kernel
+        whenever it runs the config, else the population engine; a network with
+        ``network.norm`` != none always runs on the reference backend."""
+        from .kernel.support import choose_backend
+
+        return choose_backend(self)
 
 
 SECTIONS = {"dataset": DatasetSettings, "network": NetworkSettings, "optimizer": OptimizerSettings}
@@ -570,6 +573,14 @@ def parse_config(cfg) -> RunSettings:
         optimizer=optimizer,
         probes=_probes(node.get("probes"), dataset),
     )
+    if settings.backend == "kernel":
+        from .kernel.support import kernel_unsupported
+
+        problems = kernel_unsupported(settings)
+        if problems:
+            raise ConfigError(f"backend=kernel: the compiled kernel does not run {'; '.join(problems)}; "
+                              f"use backend=auto (the kernel where it can, else the population engine) or "
+                              f"backend=population")
     return settings
 
 

@@ -32,7 +32,7 @@ from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream, shuffled_split
 from .data.regression import RegressionStream
 from .engine import Population
-from .engine.learners import learner_from_settings
+from .engine.learners import LEARNER_CLASSES, learner_from_settings
 from .engine.state import load_member_states, member_state
 from .probes import NullProbes, build_probes
 from .recording import RunRecorder, atomic_write_text, git_state, package_versions
@@ -61,18 +61,36 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_backend(settings: list[RunSettings], device, dtype):
-    """The members' networks, optimisers and reset learners on the configured backend."""
+    """The members' networks, optimisers and reset learners on the backend that trains them
+    (``RunSettings.backend_used``: kernel, population or reference)."""
     s = settings[0]
     spec = s.network.spec(s.dataset.num_inputs, s.dataset.num_outputs)
     if s.backend_used == "reference":
         return ReferencePopulation.from_settings(spec, settings, device, dtype, loss=s.dataset.loss)
+    if s.backend_used == "kernel":
+        from .kernel import KERNEL_LEARNER_CLASSES, KernelPopulation
+
+        cls, classes = KernelPopulation, KERNEL_LEARNER_CLASSES
+    else:
+        cls, classes = Population, LEARNER_CLASSES
     opt = [m.optimizer for m in settings]
-    return Population(spec, [m.seed for m in settings], [o.step_size for o in opt],
-                      [m.learner.weight_decay for m in settings], device, dtype, optimizer=s.optimizer.name,
-                      momentum=[getattr(o, "momentum", 0.0) for o in opt],
-                      betas=[tuple(getattr(o, "betas", (0.9, 0.999))) for o in opt],
-                      eps=[getattr(o, "eps", 1e-8) for o in opt],
-                      learner=learner_from_settings([m.learner for m in settings]), loss=s.dataset.loss)
+    return cls(spec, [m.seed for m in settings], [o.step_size for o in opt],
+               [m.learner.weight_decay for m in settings], device, dtype, optimizer=s.optimizer.name,
+               momentum=[getattr(o, "momentum", 0.0) for o in opt],
+               betas=[tuple(getattr(o, "betas", (0.9, 0.999))) for o in opt],
+               eps=[getattr(o, "eps", 1e-8) for o in opt],
+               learner=learner_from_settings([m.learner for m in settings], classes), loss=s.dataset.loss)
+
+
+def _why_backend(s: RunSettings) -> str:
+    """Why ``backend`` resolved as it did, for the log."""
+    from .kernel.support import kernel_unsupported
+
+    if s.backend_used == "kernel":
+        return "the compiled kernel runs this config"
+    if s.backend_used == "reference":
+        return f"network.norm={s.network.norm}: only the reference backend has normalisation layers"
+    return "the kernel does not run " + "; ".join(kernel_unsupported(s))
 
 
 def run(cfg: DictConfig) -> float:
@@ -189,8 +207,7 @@ def _run_live(members, settings, priors, start_task: int, population_id: str, an
         stream, images, labels = build_stream(settings, device, dtype)
         backend = build_backend(settings, device, dtype)
         if s0.backend_used != s0.backend:
-            log.info("network.norm=%s: the engine has no normalisation layers, training on the reference backend",
-                     s0.network.norm)
+            log.info("backend=%s: training on the %s backend (%s)", s0.backend, s0.backend_used, _why_backend(s0))
         log.info("training %d member(s) on %s, %s backend, %d %s of %d examples", len(members), device,
                  s0.backend_used, s0.num_tasks, _unit(s0), stream.examples_per_task)
         probes = build_probes(s0, stream, backend, recorders, images, labels,

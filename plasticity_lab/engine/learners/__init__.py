@@ -43,21 +43,24 @@ _ARGS = {
 _SHARED = {"util_type", "reinit", "accumulate", "bias_correction", "schedule", "mode"}  # equal within a population
 
 
-def learner_from_settings(learners: list) -> EngineLearner | None:
-    """The engine learner for K members' parsed learner settings (config.LEARNERS), or None (bp, l2).
+def learner_from_settings(learners: list, classes: dict = LEARNER_CLASSES) -> EngineLearner | None:
+    """The engine learner for K members' parsed learner settings (config.LEARNERS), or None (bp, l2);
+    ``classes`` maps learner names to the classes to build (the kernel backend passes its own).
 
     Numeric values become per-member lists (each a scalar or the resolved per-layer tuple);
     structural options (util_type, accumulate, ...) must be equal, which the population key
     guarantees.
     """
     name = learners[0].name
-    if name not in LEARNER_CLASSES:
+    if name not in ("bp", "l2") and name not in classes:
+        raise ValueError(f"learner={name} has no implementation here (known: {sorted(classes)})")
+    if name not in classes:
         return None
     kwargs = {}
     for key in _ARGS[name]:
         values = [getattr(s, key) for s in learners]
         kwargs[key] = values[0] if key in _SHARED else values
-    return LEARNER_CLASSES[name](**kwargs)
+    return classes[name](**kwargs)
 
 
 def example_population(name: str = "cbp", K: int = 16, width: int = 100, depth: int = 3,
