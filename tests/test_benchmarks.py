@@ -117,34 +117,40 @@ def test_bad_new_options_name_the_key(overrides, key):
 
 def test_norm_selects_the_reference_backend_and_fashion_train_option():
     s = _parse("network.norm=batch", "batch_size=5")
-    assert (s.backend, s.backend_used) == ("population", "reference")
+    assert (s.backend, s.backend_used) == ("auto", "reference")
     assert _parse("network.norm=layer").backend_used == "reference"
-    assert _parse().backend_used == "population"
+    assert _parse("network.norm=layer", "backend=population").backend_used == "reference"
+    assert _parse().backend_used == "kernel"
     d = _parse("dataset=permuted_fashion_mnist_train").dataset
     assert (d.name, d.source, d.split, d.subset, d.images_per_task) == \
         ("permuted_fashion_mnist", "fashion_mnist", "train", "fresh", 60_000)
 
 
 # ----------------------------------------------------------------------------- engine vs reference
-def _regression_backends(learner, *extra, seeds=(3,)):
+def _regression_backends(learner, *extra, seeds=(3,), engine="population"):
+    """(``engine`` backend (population or kernel), reference backend, stream) for a small regression config."""
     overrides = ["dataset=slowly_changing_regression", "dataset.bin_size=400", "dataset.flip_after=100",
                  "network.width=5", "network.depth=2", "optimizer.step_size=0.01", "dtype=float64",
                  f"learner={learner}", *extra]
     out = {}
-    for backend in ("population", "reference"):
+    for backend in (engine, "reference"):
         settings = [parse_config(compose_config(*overrides, f"seed={s}", f"backend={backend}")) for s in seeds]
         out[backend] = build_backend(settings, "cpu", torch.float64)
     stream, _, _ = build_stream(settings, "cpu", torch.float64)
-    return out["population"], out["reference"], stream
+    return out[engine], out["reference"], stream
 
 
-@pytest.mark.parametrize("learner,extra", [
-    ("bp", []), ("l2", []), ("cbp", ["learner.replacement_rate=0.02", "learner.maturity_threshold=10"]),
-    ("adapted", []), ("redo", ["learner.reset_period=50"]), ("shrink_perturb", []),
-    ("bp", ["optimizer=adam", "optimizer.step_size=0.01"]),
+@pytest.mark.parametrize("learner,extra,engine", [
+    ("bp", [], "population"), ("l2", [], "population"),
+    ("cbp", ["learner.replacement_rate=0.02", "learner.maturity_threshold=10"], "population"),
+    ("adapted", [], "population"), ("redo", ["learner.reset_period=50"], "population"),
+    ("shrink_perturb", [], "population"), ("bp", ["optimizer=adam", "optimizer.step_size=0.01"], "population"),
+    ("bp", [], "kernel"), ("l2", [], "kernel"),
+    ("cbp", ["learner.replacement_rate=0.02", "learner.maturity_threshold=10"], "kernel"),
+    ("adapted", [], "kernel"), ("l2", ["optimizer.momentum=0.9"], "kernel"),
 ])
-def test_engine_matches_reference_on_regression(learner, extra):
-    pop, ref, stream = _regression_backends(learner, *extra)
+def test_engine_matches_reference_on_regression(learner, extra, engine):
+    pop, ref, stream = _regression_backends(learner, *extra, engine=engine)
     for task in range(2):
         for x, y in stream.chunks(task):
             for s in range(x.shape[1]):
@@ -159,8 +165,10 @@ def test_engine_matches_reference_on_regression(learner, extra):
     assert max((a - b).abs().max() for (a, _), (b, _) in zip(pop.parameters_of(0), init.parameters_of(0))) > 1e-3
 
 
-def test_cbp_resets_units_on_regression_identically():
-    pop, ref, stream = _regression_backends("cbp", "learner.replacement_rate=0.05", "learner.maturity_threshold=5")
+@pytest.mark.parametrize("engine", ["population", "kernel"])
+def test_cbp_resets_units_on_regression_identically(engine):
+    pop, ref, stream = _regression_backends("cbp", "learner.replacement_rate=0.05", "learner.maturity_threshold=5",
+                                            engine=engine)
     total = 0
     for x, y in stream.chunks(0):
         pop.train(x, y)
@@ -216,7 +224,7 @@ def test_every_learner_trains_on_bit_flipping_and_records_bins_and_periods(tmp_p
 
 
 def test_regression_run_resumes_to_identical_metrics(tmp_path, monkeypatch):
-    from plasticity_lab.engine import Population
+    from plasticity_lab.kernel import KernelPopulation as Population  # the backend this config trains on
 
     def cfg():
         return compose_config("dataset=slowly_changing_regression", "debug=smoke", "num_tasks=4",

@@ -142,3 +142,38 @@ def test_plain_hydra_launchers_run_one_config_per_job(tmp_path, mnist_root, laun
     runs = _runs(sweep)
     assert sorted(r["seed"] for r in runs.values()) == [0, 1]
     assert all(r["status"] == "completed" and r["population_size"] == 1 for r in runs.values())
+
+
+def test_kernel_populations_are_cut_to_fill_every_process():
+    """The kernel trains a population's members one after another: 6 kernel jobs on 2 processes
+    become 2 populations of 3; groups on the torch engine are packed as before."""
+    assert plan_populations(["a"] * 6, 16, [True] * 6, processes=2) == [[0, 1, 2], [3, 4, 5]]
+    assert plan_populations(["a"] * 6, 2, [True] * 6, processes=2) == [[0, 1], [2, 3], [4, 5]]
+    keys = ["k", "e", "k", "e", "k", "e"]
+    kernel = [k == "k" for k in keys]
+    assert plan_populations(keys, 16, kernel, processes=3) == [[0], [2], [4], [1, 3, 5]]
+
+
+def test_slurm_kernel_population_trains_in_cpus_per_task_processes():
+    from hydra_plugins.plasticity_lab_launcher.launcher import Job, PopulationSlurmLauncher
+
+    launcher = PopulationSlurmLauncher(max_members=16, cpus_per_task=4)
+    assert launcher._processes_per_population([Job(0, [], None, "kernel"), Job(1, [], None, "kernel")]) == 4
+    assert launcher._processes_per_population([Job(0, [], None, "population")]) == 1
+    assert launcher._local_processes() == 1
+
+
+@pytest.mark.data
+def test_a_kernel_population_split_over_processes_writes_every_member(tmp_path, mnist_root, monkeypatch):
+    from conftest import compose_config
+    from hydra_plugins.plasticity_lab_launcher.launcher import _train
+    from plasticity_lab.run import MemberJob
+
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    members = [MemberJob(compose_config("debug=smoke", f"seed={s}"), tmp_path / str(s)) for s in range(3)]
+    infos = _train(members, "split", processes=2)
+    assert [i["seed"] for i in infos] == [0, 1, 2] and all(i["status"] == "completed" for i in infos)
+    assert [i["backend"] for i in infos] == ["kernel"] * 3
+    assert sorted(json.loads((tmp_path / str(s) / "run.json").read_text())["population_size"] for s in range(3)) == [1, 2, 2]
+    alone = _train([MemberJob(compose_config("debug=smoke", "seed=2"), tmp_path / "alone")], "alone", processes=2)
+    assert alone[0]["mean_accuracy"] == infos[2]["mean_accuracy"]

@@ -14,6 +14,7 @@ import torch
 from conftest import ROOT, compose_config
 from plasticity_lab.config import ConfigError
 from plasticity_lab.engine import Population
+from plasticity_lab.kernel import KernelPopulation
 from plasticity_lab.run import MemberJob, run_population
 
 pytestmark = pytest.mark.data
@@ -34,22 +35,25 @@ class Interrupt(BaseException):
 
 
 def _interrupt_at(monkeypatch, task_calls: int):
+    """The task_calls-th ``train`` call of the torch engine or the kernel backend raises Interrupt."""
     calls = {"n": 0}
-    original = Population.train
+    for cls in (Population, KernelPopulation):
+        original = cls.__dict__["train"]
 
-    def train(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == task_calls:
-            raise Interrupt()
-        return original(self, *args, **kwargs)
+        def train(self, *args, _original=original, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == task_calls:
+                raise Interrupt()
+            return _original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Population, "train", train)
+        monkeypatch.setattr(cls, "train", train)
 
 
-@pytest.mark.parametrize("learner", ["bp", "l2"])
-def test_interrupted_population_resumes_to_identical_metrics(tmp_path, mnist_root, monkeypatch, learner):
+@pytest.mark.parametrize("learner,backend", [("bp", "auto"), ("l2", "population")])
+def test_interrupted_population_resumes_to_identical_metrics(tmp_path, mnist_root, monkeypatch, learner, backend):
     monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
-    variants = [(f"learner={learner}", "seed=0"), (f"learner={learner}", "seed=1", "optimizer.step_size=0.01")]
+    variants = [(f"learner={learner}", "seed=0", f"backend={backend}"),
+                (f"learner={learner}", "seed=1", "optimizer.step_size=0.01", f"backend={backend}")]
     run_population([_job(tmp_path, f"ref{k}", *v) for k, v in enumerate(variants)])
     with monkeypatch.context() as m:
         _interrupt_at(m, task_calls=4)  # one train() call per task at this size: dies inside task 3

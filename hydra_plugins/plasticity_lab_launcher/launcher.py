@@ -7,12 +7,18 @@ each group is cut into populations of at most ``max_members``, and each populati
 as ONE process: locally ``n_jobs`` at a time (``population``), or as one SLURM job each
 through submitit (``population_slurm``). Inside that process every member goes through
 Hydra's own ``run_job`` to get an ordinary job folder (``.hydra/``, job log) and a
-JobReturn; then all members train in lockstep with ``run_population``.
+JobReturn; then all members train together with ``run_population``.
+
+Populations on the compiled kernel backend (``backend_used == "kernel"``) run their members
+one after another, so splitting them loses nothing: locally they are cut small enough that
+every one of the ``n_jobs`` processes gets work (``plan_populations``), and a SLURM job with
+``cpus_per_task`` > 1 trains its kernel population in that many processes.
 """
 
 
 import copy
 import logging
+import math
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -38,14 +44,27 @@ class Job:
     num: int
     overrides: list
     config: Any = None
+    backend: str = "population"  # the backend that trains it (RunSettings.backend_used)
 
 
-def plan_populations(keys: list[str], max_members: int) -> list[list[int]]:
-    """Indices of jobs grouped by equal key (first-seen order), cut into chunks of max_members."""
+def plan_populations(keys: list[str], max_members: int, kernel: list[bool] | None = None,
+                     processes: int = 1) -> list[list[int]]:
+    """Indices of jobs grouped by equal key (first-seen order), cut into chunks of max_members.
+
+    Groups on the kernel backend (``kernel[i]`` true for their jobs) are cut into chunks of at
+    most ceil(#kernel jobs / processes) instead, so that ``processes`` local processes all get
+    work: the kernel trains a population's members one after another, so a smaller population
+    costs nothing per member."""
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
-    return [idx[s : s + max_members] for idx in groups.values() for s in range(0, len(idx), max_members)]
+    n_kernel = sum(kernel) if kernel else 0
+    spread = max(1, min(max_members, math.ceil(n_kernel / max(1, processes))))
+    plan = []
+    for idx in groups.values():
+        size = spread if kernel and kernel[idx[0]] else max_members
+        plan.extend(idx[s : s + size] for s in range(0, len(idx), size))
+    return plan
 
 
 class PopulationLauncher(Launcher):
@@ -78,8 +97,18 @@ class PopulationLauncher(Launcher):
             sweep_config, settings = compose_job(self.hydra_context.config_loader, self.config, overrides,
                                                  initial_job_idx + i)
             keys.append(population_key(settings))
-            jobs.append(Job(initial_job_idx + i, list(overrides), sweep_config))
-        return [[jobs[i] for i in pop] for pop in plan_populations(keys, self.max_members)]
+            jobs.append(Job(initial_job_idx + i, list(overrides), sweep_config, settings.backend_used))
+        kernel = [j.backend == "kernel" for j in jobs]
+        return [[jobs[i] for i in pop] for pop in plan_populations(keys, self.max_members, kernel,
+                                                                      self._local_processes())]
+
+    def _local_processes(self) -> int:
+        """Processes that train populations at the same time on this machine (kernel populations are cut to fill them)."""
+        return self.n_jobs
+
+    def _processes_per_population(self, population: list[Job]) -> int:
+        """Processes one population is trained in (1; a SLURM job's cpus_per_task for the kernel)."""
+        return 1
 
     def _describe(self, populations: list[list[Job]], where: str) -> None:
         n = sum(len(p) for p in populations)
@@ -97,7 +126,7 @@ class PopulationLauncher(Launcher):
         ``singleton_state`` carries Hydra's global state to a fresh process (SLURM); forked
         local workers inherit it and pass None.
         """
-        from plasticity_lab.run import MemberJob, run_population
+        from plasticity_lab.run import MemberJob
 
         if singleton_state is not None:
             Singleton.set_state(singleton_state)
@@ -122,7 +151,7 @@ class PopulationLauncher(Launcher):
             returns.append(run_job(hydra_context=self.hydra_context, task_function=collect, config=sweep_config,
                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
         try:
-            infos = run_population(members, population_id=f"{_job_id()}-{population[0].num}")
+            infos = _train(members, f"{_job_id()}-{population[0].num}", self._processes_per_population(population))
         except Exception as err:  # noqa: BLE001 - every member's JobReturn carries the failure
             log.exception("population failed")
             for ret in returns:
@@ -153,6 +182,28 @@ class PopulationLauncher(Launcher):
 _LAUNCHER = None  # the launcher, inherited by forked pool workers
 
 
+def _train(members: list, population_id: str, processes: int) -> list[dict]:
+    """``run_population`` of the members, split over ``processes`` forked processes when > 1
+    (kernel populations: members are independent and trained one after another anyway)."""
+    from plasticity_lab.run import run_population
+
+    processes = min(processes, len(members))
+    if processes <= 1:
+        return run_population(members, population_id=population_id)
+    size = math.ceil(len(members) / processes)
+    parts = [(members[s : s + size], population_id) for s in range(0, len(members), size)]
+    with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
+        results = pool.map(_train_part, parts, chunksize=1)
+    return [info for infos in results for info in infos]
+
+
+def _train_part(part) -> list[dict]:
+    from plasticity_lab.run import run_population
+
+    members, population_id = part
+    return run_population(members, population_id=population_id)
+
+
 def _run_in_child(population: list[Job]) -> list[JobReturn]:
     """Pool worker: run a population with the launcher (and Hydra's state) inherited through fork."""
     returns = _LAUNCHER(population)
@@ -172,7 +223,15 @@ def _job_id() -> str:
 
 
 class PopulationSlurmLauncher(PopulationLauncher):
-    """``hydra/launcher=population_slurm``: each population is one SLURM job (submitit)."""
+    """``hydra/launcher=population_slurm``: each population is one SLURM job (submitit), with
+    ``cpus_per_task`` cores; a kernel population is trained in that many processes."""
+
+    def _local_processes(self) -> int:
+        return 1  # every population is its own SLURM job
+
+    def _processes_per_population(self, population: list[Job]) -> int:
+        kernel = all(j.backend == "kernel" for j in population)
+        return int(self.queue.get("cpus_per_task") or 1) if kernel else 1
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
