@@ -10,6 +10,12 @@ to compare.
 Targets: >= 25,000 network-steps/s per process at K = 16 and >= 10x the naive loop (#2);
 cbp and adapted at most 1.2x bp's time per step at K = 16 (#3);
 default probes <= 5% of a run's time at K = 16 with 10,000 examples per task (#4).
+
+The compiled kernel backend (#13, plasticity_lab/kernel/): kernel bp >= 25x the naive loop and
+>= 4x the engine at K = 16 per core; kernel cbp (adaptable_contribution, rho 1e-4) <= 1.25x
+kernel bp's time, adapted (matched) <= 1.15x; one kernel process per core with cbp on >= 100,000
+network-steps/s for the whole machine, and from that the projected wall time of the papers'
+presets; the first compile <= 30 s, and its cached load.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ from .reference import build_mlp
 TARGET_STEPS_PER_S = 25_000
 TARGET_RATIO = 10.0
 TARGET_RESET_OVERHEAD = 1.2
+TARGET_KERNEL_VS_NAIVE = 25.0
+TARGET_KERNEL_VS_ENGINE = 4.0
+TARGET_KERNEL_OVERHEAD = {"cbp": 1.25, "adapted": 1.15}
+TARGET_MACHINE_STEPS_PER_S = 100_000
+TARGET_COMPILE_S = 30.0
+PROJECTED = ("purice/main_relu", "jucas/relu")  # presets whose full-scale wall time is projected
 
 
 def bench_images(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -87,6 +99,115 @@ def learner_steps_per_s(name: str, stream: PermutedImageStream, K: int, steps: i
     return K * steps / (time.perf_counter() - start)
 
 
+def kernel_steps_per_s(name: str, stream: PermutedImageStream, steps: int, K: int = 1) -> float:
+    """The compiled kernel backend, K members one after another, learner ``name`` at its config
+    defaults (bp, l2, cbp: adaptable_contribution rho 1e-4; adapted: matched), the runner's loop."""
+    from .engine.learners import example_population
+
+    pop = example_population(name, K=K, backend="kernel")
+    x, y = next(stream.chunks(0))
+    pop.train(x[:K, :100], y[:K, :100])  # past the first maturity window
+    start = time.perf_counter()
+    pop.train(x[:K, :steps], y[:K, :steps])
+    pop.take_totals()
+    return K * steps / (time.perf_counter() - start)
+
+
+def _machine_worker(args) -> tuple[int, float, float]:
+    name, seed, seconds, images, labels = args
+    torch.set_num_threads(1)
+    from .engine.learners import example_population
+
+    n = min(1000, images.shape[0])
+    stream = PermutedImageStream(images, labels, [seed], n, chunk_examples=n)
+    pop = example_population(name, K=1, backend="kernel")
+    x, y = next(stream.chunks(0))
+    pop.train(x[:, :100], y[:, :100])
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        pop.train(x, y)
+        steps += x.shape[1]
+    return steps, start, time.perf_counter()
+
+
+def whole_machine_steps_per_s(images, labels, processes: int, seconds: float = 3.0, name: str = "cbp") -> float:
+    """Network-steps/s of ``processes`` kernel processes at once (one member each, learner ``name``):
+    all their steps over the span from the first start to the last end."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        parts = pool.map(_machine_worker, [(name, k, seconds, images, labels) for k in range(processes)])
+    return sum(p[0] for p in parts) / (max(p[2] for p in parts) - min(p[1] for p in parts))
+
+
+def preset_jobs(experiment: str) -> list:
+    """Every job of ``experiment``'s sweep (conf/experiment/<experiment>.yaml) as RunSettings."""
+    import itertools
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from .config import parse_config
+    from .hydra_setup import register_resolvers
+
+    register_resolvers()
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+        return [parse_config(compose("train", overrides=[f"experiment={experiment}"] +
+                                     [f"{k}={v}" for k, v in zip(params, combo)]))
+                for combo in itertools.product(*params.values())]
+
+
+def projected_wall_time(experiment: str, stream: PermutedImageStream, cores: int, efficiency: float,
+                        steps: int = 600) -> dict:
+    """Projected hours of ``experiment`` at full scale on this machine: every job's network-steps
+    (num_tasks x steps per task) at the single-core rate the kernel measures for the job's own
+    network and learner (``steps`` steps after a warm-up; jobs the kernel does not run: the torch
+    engine at K = 16), spread over ``cores`` processes at the measured parallel ``efficiency``."""
+    import math
+
+    from .run import build_backend
+
+    jobs = preset_jobs(experiment)
+    rates, seconds, total_steps = {}, 0.0, 0
+    x, y = next(stream.chunks(0))
+    for s in jobs:
+        key = (s.network, s.learner, s.optimizer, s.backend_used)
+        if key not in rates:
+            K = 1 if s.backend_used == "kernel" else 16
+            pop = build_backend([s] * K, "cpu", torch.float32)
+            pop.train(x[:K, :100], y[:K, :100])
+            start = time.perf_counter()
+            pop.train(x[:K, :steps], y[:K, :steps])
+            rates[key] = K * steps / (time.perf_counter() - start)
+        n = s.num_tasks * math.ceil(s.dataset.images_per_task / s.batch_size)
+        total_steps += n
+        seconds += n / rates[key]
+    hours = seconds / (cores * efficiency) / 3600
+    return {"jobs": len(jobs), "network_steps": total_steps, "hours": hours}
+
+
+def compile_seconds() -> tuple[float, float]:
+    """(first use with an empty numba cache: import + compile + one step, the same with the cache
+    it left), each in a fresh Python process."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    code = ("import time; t = time.perf_counter(); import torch; from plasticity_lab.engine.learners import "
+            "example_population; t = time.perf_counter(); p = example_population('cbp', K=1, backend='kernel'); "
+            "p.train(torch.rand(1, 4, 784), torch.zeros(1, 4, dtype=torch.long)); "
+            "print(time.perf_counter() - t)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        times = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                      check=True).stdout.split()[-1]) for _ in range(2)]
+    return times[0], times[1]
+
+
 def naive_learner_steps_per_s(name: str, stream: PermutedImageStream, steps: int) -> float:
     """The naive per-example script with the same reset logic: the reference learner, one network."""
     from .config import LEARNERS, NetworkSettings
@@ -127,6 +248,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-probes", action="store_true", help="skip the probe-overhead measurement")
     parser.add_argument("--learners", nargs="*", default=["cbp", "adapted"],
                         help="reset learners to time against bp at K=16 (default: cbp adapted; none: skip)")
+    parser.add_argument("--no-kernel", dest="kernel", action="store_false", help="skip the kernel backend's section")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip timing the kernel's first compile (two fresh processes, ~30 s)")
+    parser.add_argument("--no-projection", dest="projection", action="store_false",
+                        help="skip the projected wall time of the papers' presets")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds of the whole-machine measurement")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -167,6 +294,8 @@ def main(argv=None) -> dict:
             print(f"  {name:<28} {rate:>10,.0f} network-steps/s {bp / rate:>5.2f}x bp time "
                   f"({'met' if bp / rate <= TARGET_RESET_OVERHEAD else 'MISSED'}); "
                   f"{rate / naive_l:.1f}x the naive per-example {name} script ({naive_l:,.0f}/s)")
+    if args.kernel:
+        _kernel_section(args, images, labels, stream, results)
     if not args.no_probes:
         from .probes.bench import probe_overhead
 
@@ -180,6 +309,56 @@ def main(argv=None) -> dict:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+def _kernel_section(args, images, labels, stream, results: dict) -> None:
+    """The kernel backend against the naive loop and the engine at K = 16, interleaved; the whole
+    machine; projections; compile times. Adds its figures to ``results``."""
+    import os
+
+    spec = NetworkSpec.mlp(784, 100, 3, 10, "relu")
+    sub = PermutedImageStream(images, labels, list(range(16)), args.steps, chunk_examples=args.steps)
+    cases = {"naive": (naive_steps_per_s, spec, stream, args.steps),
+             "engine_K16": (engine_steps_per_s, spec, sub, 16, args.steps)}
+    for name in ("bp", "cbp", "adapted"):
+        cases[f"kernel_{name}"] = (kernel_steps_per_s, name, sub, args.steps)
+    rates = interleaved_best(args.repeats, cases)
+    naive, engine, bp = rates["naive"], rates["engine_K16"], rates["kernel_bp"]
+
+    def verdict(ok):
+        return "met" if ok else "MISSED"
+
+    print("kernel backend (compiled, one member at a time; same run, timings interleaved):")
+    print(f"  {'naive nn.Module loop':<28} {naive:>10,.0f} network-steps/s")
+    print(f"  {'engine K=16':<28} {engine:>10,.0f} network-steps/s")
+    print(f"  {'kernel bp':<28} {bp:>10,.0f} network-steps/s {bp / naive:>5.1f}x naive "
+          f"({verdict(bp / naive >= TARGET_KERNEL_VS_NAIVE)}: >= {TARGET_KERNEL_VS_NAIVE:.0f}x), "
+          f"{bp / engine:.1f}x engine K=16 ({verdict(bp / engine >= TARGET_KERNEL_VS_ENGINE)}: "
+          f">= {TARGET_KERNEL_VS_ENGINE:.0f}x)")
+    for name, target in TARGET_KERNEL_OVERHEAD.items():
+        rate = rates[f"kernel_{name}"]
+        print(f"  {'kernel ' + name:<28} {rate:>10,.0f} network-steps/s {bp / rate:>5.2f}x kernel bp's time "
+              f"({verdict(bp / rate <= target)}: <= {target}x)")
+    results.update({f"kernel_{k}": v for k, v in rates.items()})
+    cores = os.cpu_count() or 1
+    machine = whole_machine_steps_per_s(images, labels, cores, args.seconds)
+    single = whole_machine_steps_per_s(images, labels, 1, args.seconds)
+    efficiency = machine / (cores * single)
+    results.update(kernel_machine=machine, kernel_machine_single=single, kernel_machine_cores=cores)
+    print(f"whole machine, {cores} kernel process(es) with cbp: {machine:,.0f} network-steps/s "
+          f"({verdict(machine >= TARGET_MACHINE_STEPS_PER_S)}: >= {TARGET_MACHINE_STEPS_PER_S:,}); one process "
+          f"alone {single:,.0f}/s (parallel efficiency {efficiency:.2f})")
+    if args.projection:
+        for experiment in PROJECTED:
+            p = projected_wall_time(experiment, sub, cores, efficiency)
+            results[f"projected_hours_{experiment}"] = p["hours"]
+            print(f"  projected: experiment={experiment} (full scale, {p['jobs']} runs, "
+                  f"{p['network_steps'] / 1e6:,.0f}M network-steps): {p['hours']:,.1f} h on this machine")
+    if args.compile:
+        first, cached = compile_seconds()
+        results.update(kernel_compile_s=first, kernel_cached_load_s=cached)
+        print(f"kernel compile: first use {first:.1f} s ({verdict(first <= TARGET_COMPILE_S)}: <= "
+              f"{TARGET_COMPILE_S:.0f} s), cached {cached:.1f} s (numba cache, kept across runs)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,31 @@ from plasticity_lab import bench
 def test_bench_reports_engine_learners_and_ratios(capsys, mnist_root, monkeypatch):
     monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
     results = bench.main(["--steps", "120", "--repeats", "1", "--population", "1", "2", "--learners", "cbp",
-                          "--no-probes"])
+                          "--no-probes", "--no-kernel"])
     out = capsys.readouterr().out
     assert "real MNIST" in out and "naive nn.Module loop" in out and "engine K=2" in out
     assert "x bp time" in out and "naive per-example cbp script" in out
     assert set(results) == {"naive", "engine_K1", "engine_K2", "learner_bp_K16", "learner_cbp_K16", "naive_cbp"}
     assert all(v > 0 for v in results.values())
+
+
+@pytest.mark.data
+def test_bench_reports_the_kernel_section(capsys, mnist_root, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    results = bench.main(["--steps", "150", "--repeats", "1", "--population", "1", "--learners", "--no-probes",
+                          "--no-compile", "--seconds", "0.3"])
+    out = capsys.readouterr().out
+    for text in ("kernel bp", "x naive", "x engine K=16", "kernel cbp", "kernel adapted", "x kernel bp's time",
+                 "whole machine", "experiment=purice/main_relu", "experiment=jucas/relu"):
+        assert text in out, text
+    assert "15 runs, 75M network-steps" in out and "30 runs, 330M network-steps" in out  # 5 x 3 x 500 x 10,000; [J]'s row
+    for key in ("kernel_bp", "kernel_cbp", "kernel_adapted", "kernel_naive", "kernel_engine_K16", "kernel_machine",
+                "projected_hours_purice/main_relu", "projected_hours_jucas/relu"):
+        assert results[key] > 0, key
+
+
+def test_first_compile_and_cached_load_are_timed_in_fresh_processes(monkeypatch):
+    """compile_seconds runs two fresh interpreters against one empty numba cache: the second loads
+    what the first compiled (the cache works across runs), so it is much faster."""
+    first, cached = bench.compile_seconds()
+    assert first > 0 and cached > 0 and cached < first / 2

@@ -65,19 +65,25 @@ def learner_from_settings(learners: list, classes: dict = LEARNER_CLASSES) -> En
 
 def example_population(name: str = "cbp", K: int = 16, width: int = 100, depth: int = 3,
                        activation: str = "relu", step_size: float = 0.003, optimizer: str = "sgd",
-                       device="cpu", dtype=torch.float32, **hyperparameters):
+                       device="cpu", dtype=torch.float32, backend: str = "population", **hyperparameters):
     """A K-member population with learner ``name`` (bp, l2, cbp, adapted, shrink_perturb, redo)
     at its config defaults (conf/learner/<name>.yaml, adapted: the 'matched' strategy), with
-    ``hyperparameters`` overriding them; for benchmarks and quick experiments."""
+    ``hyperparameters`` overriding them, on the torch engine (``backend='population'``) or the
+    compiled kernel (``'kernel'``: bp, l2, cbp, adapted); for benchmarks and quick experiments."""
     from ...config import LEARNERS, NetworkSettings
     from ..population import Population
 
     spec = NetworkSpec.mlp(784, width, depth, 10, activation)
     settings = LEARNERS[name](name=name, **hyperparameters).resolve(
         NetworkSettings(width=width, depth=depth, activation=activation))
-    learner = learner_from_settings([settings] * K)
-    return Population(spec, list(range(K)), step_size, settings.weight_decay, device, dtype,
-                      optimizer=optimizer, learner=learner)
+    cls, classes = Population, LEARNER_CLASSES
+    if backend == "kernel":
+        from ...kernel import KERNEL_LEARNER_CLASSES, KernelPopulation
+
+        cls, classes = KernelPopulation, KERNEL_LEARNER_CLASSES
+    learner = learner_from_settings([settings] * K, classes)
+    return cls(spec, list(range(K)), step_size, settings.weight_decay, device, dtype,
+               optimizer=optimizer, learner=learner)
 
 
 __all__ = ["AdaptedRescaling", "ContinualBackprop", "EngineLearner", "LEARNER_CLASSES", "ReDo",
