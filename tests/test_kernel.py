@@ -53,9 +53,11 @@ def _per_member(kwargs):
 
 
 def _kernel_vs_reference(spec, kernel_learner, ref_learner, steps=300, tol=2e-5, seed=3, step_size=0.01,
-                         batch_size=1, dtype=torch.float32, regression=False, **opt):
-    """Train both on the same data, batch by batch; ages equal after every step, losses close,
-    weights close at the end, counts equal. Returns the counts."""
+                         batch_size=1, dtype=torch.float32, regression=False, chunk=1, **opt):
+    """Train both on the same data; ages equal after every ``chunk`` steps (the kernel trains a chunk
+    per call: 1 = step by step; larger chunks run the kernel's within-chunk paths: incremental |w|
+    sums, events in the middle of a call, the clip of the touched rows), losses close, weights close
+    at the end, counts equal. Returns the counts."""
     n = steps * batch_size
     if regression:  # binary inputs, a real-valued target (SPEC 2)
         g = torch.Generator().manual_seed(seed)
@@ -67,9 +69,13 @@ def _kernel_vs_reference(spec, kernel_learner, ref_learner, steps=300, tol=2e-5,
     kp = KernelPopulation(spec, [seed], step_size, learner=kernel_learner, dtype=dtype, loss=loss, **opt)
     ref = ReferenceLearner(spec, seed, step_size, learner=ref_learner, dtype=dtype, loss=loss, **opt)
     rel = 1e-3 if dtype == torch.float32 else 1e-9
-    for s in range(0, n, batch_size):
-        ref_loss, ref_correct = ref.step(x[0, s : s + batch_size], y[0, s : s + batch_size])
-        kp.train(x[:, s : s + batch_size], y[:, s : s + batch_size], batch_size)
+    span = chunk * batch_size
+    for s in range(0, n, span):
+        ref_loss = ref_correct = 0
+        for b in range(s, min(n, s + span), batch_size):
+            loss, correct = ref.step(x[0, b : b + batch_size], y[0, b : b + batch_size])
+            ref_loss, ref_correct = ref_loss + loss, ref_correct + correct
+        kp.train(x[:, s : s + span], y[:, s : s + span], batch_size)
         loss_sum, correct = kp.take_totals()
         assert loss_sum[0].item() == pytest.approx(ref_loss, rel=rel, abs=rel / 10), s
         assert int(correct[0]) == ref_correct, s
@@ -155,6 +161,26 @@ def test_adapted_matches_reference(activation, kwargs, dtype, tol):
     counts = _kernel_vs_reference(_spec(activation), KA(**_per_member(kwargs)), R.AdaptedRescaling(**kwargs),
                                   dtype=dtype, tol=tol)
     assert min(counts["units_rescaled_low"]) > 0 and min(counts["units_rescaled_high"]) > 0
+
+
+@pytest.mark.parametrize("kernel,ref,dtype,tol", [
+    (KC(bias_correction=True, **FAST), R.ContinualBackprop(bias_correction=True, **FAST), torch.float64, 1e-10),
+    (KC(util_type="feature_by_input", **FAST), R.ContinualBackprop(util_type="feature_by_input", **FAST),
+     torch.float32, 2e-5),
+    (KA(c_low=[[0.5, -1.0, 2.0]], c_high=[[1.5, 0.5, -2.0]], rho_low=2e-2, rho_high=2e-2, maturity_threshold=10,
+        clip=0.5),
+     R.AdaptedRescaling(c_low=[0.5, -1.0, 2.0], c_high=[1.5, 0.5, -2.0], rho_low=2e-2, rho_high=2e-2,
+                        maturity_threshold=10, clip=0.5), torch.float64, 1e-10),
+    (KA(rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.05),
+     R.AdaptedRescaling(rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.05), torch.float32, 2e-5),
+])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_events_inside_a_chunk_match_reference(kernel, ref, dtype, tol, batch_size):
+    """300 steps in chunks of 100 per call: the incremental |w| sums, the exact re-sums after a
+    replacement and the clip of a rescaled layer's touched rows all run inside the kernel's loop."""
+    counts = _kernel_vs_reference(_spec("tanh"), copy.deepcopy(kernel), copy.deepcopy(ref), dtype=dtype, tol=tol,
+                                  chunk=100, batch_size=batch_size)
+    assert min(min(c) for c in counts.values()) > 0
 
 
 def test_adapted_with_batches_matches_reference():

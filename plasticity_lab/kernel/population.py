@@ -101,12 +101,16 @@ class KernelPopulation(Population):
                         "weight_decay": self.weight_decay.numpy()}
         return self._np
 
-    def layer_arrays(self, k: int, l: int) -> tuple[np.ndarray, np.ndarray]:
-        """Member k's linear layer l as numpy views: W^T (in, out) and b (out,)."""
-        theta, lay = self._arrays()["theta"][k], self.layout
-        n_in, n_out = lay.sizes[l], lay.sizes[l + 1]
-        W = theta[lay.woff[l] : lay.woff[l] + n_in * n_out].reshape(n_in, n_out)
-        return W, theta[lay.boff[l] : lay.boff[l] + n_out]
+    def last_step(self) -> tuple[np.ndarray, np.ndarray, int, bool]:
+        """The last step of the running call: every linear layer's non-zero inputs (indices, counts),
+        its batch size, and whether its rescaled layers are still to be clamped whole."""
+        nz, nzc = self._scratch_arrays[3:5]
+        return nz, nzc, int(self._info[S.I_LAST_BATCH]), bool(self._info[S.I_UNCLAMPED])
+
+    def member_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Member k's theta (P,) and momentum buffer (P,; empty without momentum), numpy views."""
+        buf = self.optimizer.buf.numpy()[k] if isinstance(self.optimizer, KernelMomentumSGD) else self._no_buf
+        return self._arrays()["theta"][k], buf
 
     # ------------------------------------------------------------------ training
     def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, after_step=None):
@@ -121,7 +125,7 @@ class KernelPopulation(Population):
         ys = y.detach().cpu().to(self.dtype if regression else torch.long).numpy()
         scratch = self._scratch(min(batch_size, n))
         totals = np.zeros(2)
-        info = np.zeros(3, dtype=np.int64)
+        info = self._info = np.zeros(S.NUM_INFO, dtype=np.int64)
         sync = np.ones(self.spec.num_hidden + 1, dtype=np.int64)
         learner = self.learner
         for k in range(self.K):

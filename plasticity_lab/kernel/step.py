@@ -35,9 +35,11 @@ sum an event changes is exact, and rounding drift never outlives one chunk.
 
 Clip (adapted, ``every_step``): the clamp to [-clip, clip] is fused into the update of the
 entries a step touches; the first step of a chunk (``F_FULL_CLAMP``) clamps every hidden layer
-whole, so the untouched entries are clamped too (they then stay so: an event's handler clamps
-whole layers itself). On a step where the learner rescales,
-no clamp happens here: Python rescales first, then clamps (SPEC 3.5 step 5 order).
+whole, so the untouched entries are clamped too (they then stay so). On a step where the learner rescales,
+the layers being rescaled are not clamped here: the event's handler rescales, then clamps the
+entries this step touched there (``info[I_LAST_BATCH]``, the non-zero lists ``nz`` / ``nzc``),
+the rescaled rows and the biases (the whole layers if this was the chunk's first step,
+``info[I_UNCLAMPED]``), which is SPEC 3.5 step 5's order.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ from numba import njit
 
 from . import activations as A
 from .codes import (CLIP_EVERY_STEP, EVENT_LEARNER, EVENT_NEED_COINS, EVENT_NONE, F_ACCUMULATE, F_BATCH, F_CLIP,
-                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_UTIL, H_ALPHA, H_CLIP, H_DECAY,
-                    H_LAMBDA, H_MOMENTUM, I_COINS_USED, I_EVENT, I_NEXT, LEARNER_ADAPTED, LEARNER_CBP,
-                    LOSS_CROSS_ENTROPY)
+                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_UTIL, H_ALPHA,
+                    H_CLIP, H_DECAY, H_LAMBDA, H_MOMENTUM, I_COINS_USED, I_EVENT, I_LAST_BATCH, I_NEXT, I_UNCLAMPED,
+                    LEARNER_ADAPTED, LEARNER_CBP, LOSS_CROSS_ENTROPY)
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .learners.adapted import adapted_statistics, adapted_decide
 from .learners.cbp import cbp_decide, cbp_statistics
@@ -104,9 +106,12 @@ def _clamp(w, c):
 
 
 @njit(cache=True)
-def clamp_hidden(layout, theta, L, c):
-    """Clamp every hidden layer's weights and biases to [-c, c] (SPEC 3.5 step 5)."""
+def clamp_hidden(layout, theta, L, c, skip):
+    """Clamp every hidden layer's weights and biases to [-c, c] (SPEC 3.5 step 5), except the
+    layers l with skip[l] (rescaled at this step: Python clamps them after the rescaling)."""
     for l in range(L):
+        if skip[l]:
+            continue
         n_in, n_out = layout[R_SIZES, l], layout[R_SIZES, l + 1]
         w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
         _clamp(theta[w0 : w0 + n_in * n_out], c)
@@ -259,7 +264,7 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
                 j = active[t]
                 v = inp[j]
                 w = W[j * n_out : (j + 1) * n_out]
-                if do_clamp:
+                if do_clamp and B == 1:
                     _row_clamp(w, v, d, c)
                 elif not tracking:
                     _row_plain(w, v, d)
@@ -272,6 +277,11 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
         if tracking and track_in:
             for i in range(n_out):
                 cs[i] += dcs[i]
+        if do_clamp and B > 1:  # clamp the batch's summed update, not each example's: a second pass
+            for b in range(B):
+                active = nz[b, seg : seg + nzc[b, l]]
+                for t in range(active.shape[0]):
+                    _clamp(W[active[t] * n_out : (active[t] + 1) * n_out], c)
         for i in range(n_out):
             s = zero
             for b in range(B):
@@ -329,6 +339,9 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     if need_sums:
         sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0, sync)
     coin = 0
+    B = 0
+    rescaling = np.zeros(max(L, 1), np.bool_)
+    info[I_UNCLAMPED] = 0
     first = flags[F_FULL_CLAMP] != 0
     s = start
     info[I_EVENT] = EVENT_NONE
@@ -343,7 +356,11 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
             event, coin = cbp_decide(layout, lp, age, acc_a, flags[F_ACCUMULATE] != 0, coins, coin, n_due, L)
         elif learner == LEARNER_ADAPTED:
             event = adapted_decide(layout, lp, age, acc_a, acc_b, n_due, L)
-        clamp_now = clip_mode == CLIP_EVERY_STEP and not event
+        # every_step clip: fused into the update, except in a layer rescaled at this step (Python
+        # rescales, then clamps it: SPEC 3.5's order)
+        clamp_now = clip_mode == CLIP_EVERY_STEP
+        for l in range(L):
+            rescaling[l] = event and learner == LEARNER_ADAPTED and n_due[0, l] + n_due[1, l] > 0
         # ---- forward, test-then-train (SPEC 1)
         scale = (alpha if fused else 1.0) / B
         for b in range(B):
@@ -418,13 +435,16 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                         for j in range(n_in):
                             g = _dot(theta[w0 + j * n_out : w0 + (j + 1) * n_out], d, zero)
                             dprev[j] = A.backward(code, g, zin[j], hin[j])
-                _update_layer(layout, theta, buf, l, L, B, h, 0, oi, delta, nz, nzc, hyper, flags, clamp_now,
+                _update_layer(layout, theta, buf, l, L, B, h, 0, oi, delta, nz, nzc, hyper, flags,
+                              clamp_now and not (l < L and rescaling[l]),
                               in_sum, out_sum, dcs, zero)
             else:
-                _update_layer(layout, theta, buf, l, L, B, x, s, 0, delta, nz, nzc, hyper, flags, clamp_now,
+                _update_layer(layout, theta, buf, l, L, B, x, s, 0, delta, nz, nzc, hyper, flags,
+                              clamp_now and not rescaling[0],
                               in_sum, out_sum, dcs, zero)
         if clamp_now and first:  # untouched entries (e.g. of zero pixels) are clamped once per chunk
-            clamp_hidden(layout, theta, L, hyper[H_CLIP])
+            clamp_hidden(layout, theta, L, hyper[H_CLIP], rescaling)
+            info[I_UNCLAMPED] = event  # the rescaled layers are to be clamped whole
         first = False
         # ---- the learner's running statistics (SPEC 3.4 steps 1-3, 3.5 step 1)
         if learner == LEARNER_CBP:
@@ -437,3 +457,4 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
             break
     info[I_NEXT] = s
     info[I_COINS_USED] = coin
+    info[I_LAST_BATCH] = B

@@ -4,11 +4,12 @@ Compiled (called by kernel/step.py every step): ``adapted_decide`` (steps 1-3's 
 #eligible, n_low = floor of the low accumulator, n_high from the units still eligible) and
 ``adapted_statistics`` (step 1: u <- lerp(u, mean_batch a, 1 - eta), a the SIGNED activation).
 
-Python (at an event, ``KernelAdaptedRescaling.handle_event``): for the member, layer by layer,
-the low pass (the n_low eligible units with the LOWEST u_hat: input row and bias times c_low,
-age = u = 0) then the high pass (HIGHEST u_hat among the units still eligible, times c_high),
-then the clip (step 5): ``every_step`` clamps every hidden layer (on other steps the kernel
-fuses that clamp into the update), ``on_rescale`` only the layers rescaled at this step.
+At an event (``KernelAdaptedRescaling.handle_event`` -> compiled ``adapted_rescale``), for the
+member, layer by layer: the low pass (the n_low eligible units with the LOWEST u_hat: input row
+and bias times c_low, age = u = 0), then the high pass (HIGHEST u_hat among the units still
+eligible, times c_high), then the clip (step 5) of the rescaled layers (``every_step``: the
+kernel clamps every other layer, and every untouched entry, itself; ``on_rescale``: only the
+layers rescaled at this step, whole).
 
 ``KernelAdaptedRescaling`` IS the engine's ``AdaptedRescaling`` (hyperparameters, checkpointed
 state, ``utility_stats``, ``freeze``) with its ages and utilities in the kernel's flat arrays.
@@ -24,9 +25,9 @@ from numba import njit
 
 from ...engine.learners.adapted import AdaptedRescaling
 from ..codes import CLIP_EVERY_STEP, CLIP_NONE, CLIP_ON_RESCALE, F_CLIP, H_CLIP, LEARNER_ADAPTED
-from ..layout import R_SIZES, R_UOFF
+from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate,
-                   age_layer, age_one, bias_correction_factor, lerp, lowest_first)
+                   age_layer, age_one, lerp)
 
 
 @njit(cache=True)
@@ -63,6 +64,67 @@ def adapted_statistics(layout, lpt, u, h, B, L):
             if B > 1:
                 mean_h /= B
             u[i] = lerp(u[i], mean_h, w)
+
+
+@njit(cache=True)
+def _clamp_row(theta, r, n, c):
+    for i in range(r, r + n):
+        theta[i] = min(max(theta[i], -c), c)
+
+
+@njit(cache=True)
+def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, every_step, whole, nz, nzc, B, L):
+    """Steps 2-5 for one member: in every hidden layer l, the n_due[0, l] eligible units with the
+    LOWEST u_hat get input row and bias times c_low[l], then the n_due[1, l] with the HIGHEST among
+    those still eligible times c_high[l] (ties: lowest index); age = u = 0. Then, with ``clip`` >= 0,
+    the clamp of a rescaled layer: ``every_step`` (the kernel clamped every other entry of it
+    already) the entries the last step touched (the last batch B's non-zero inputs ``nz``/``nzc``),
+    the rescaled rows and the biases, or the whole layer (``on_rescale``, or ``whole``)."""
+    for l in range(L):
+        if n_due[0, l] + n_due[1, l] == 0:
+            continue
+        o, H, n_in = layout[R_UOFF, l], layout[R_SIZES, l + 1], layout[R_SIZES, l]
+        w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
+        al, ul = age[o : o + H], u[o : o + H]
+        typed = np.empty(2, u.dtype)  # eta and 1 in the network's dtype (the engine's arithmetic)
+        typed[0] = lp[ETA, l]
+        typed[1] = 1
+        u_hat = np.empty(H, u.dtype)
+        for i in range(H):
+            u_hat[i] = ul[i] / (typed[1] - typed[0] ** al[i])
+        masked = np.empty(H)
+        rescaled = np.zeros(H, np.bool_)
+        for side in range(2):
+            n = n_due[side, l]
+            if n == 0:
+                continue
+            for i in range(H):  # low: smallest u_hat first; high: largest first
+                key = u_hat[i] if side == 0 else -u_hat[i]
+                masked[i] = key if al[i] > lp[MATURITY, l] else np.inf
+            chosen = np.argsort(masked, kind="mergesort")[:n]  # stable: ties by the lowest index
+            c = c_low[l] if side == 0 else c_high[l]
+            for t in range(n):
+                i = chosen[t]
+                for j in range(n_in):
+                    theta[w0 + j * H + i] *= c  # input row and bias; outgoing weights untouched
+                theta[b0 + i] *= c
+                al[i] = 0
+                ul[i] = 0
+                rescaled[i] = True
+        if clip < 0:
+            continue
+        if whole or not every_step:
+            _clamp_row(theta, w0, n_in * H, clip)
+        else:
+            seg = 0 if l == 0 else layout[R_SIZES, 0] + layout[R_UOFF, l - 1]
+            for b in range(B):
+                for t in range(nzc[b, l]):
+                    _clamp_row(theta, w0 + nz[b, seg + t] * H, H, clip)
+            for i in range(H):
+                if rescaled[i]:
+                    for j in range(n_in):
+                        theta[w0 + j * H + i] = min(max(theta[w0 + j * H + i], -clip), clip)
+        _clamp_row(theta, b0, H, clip)
 
 
 class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
@@ -114,31 +176,14 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
         return float(self.clip_host[k])
 
     def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
-        """Steps 2-5 for member k: the low then the high pass of every hidden layer, then the clip."""
-        layout = pop.layout
-        units_np = self.units.numpy()
-        for l in np.flatnonzero(n_due.sum(axis=0)):
-            o, H = layout.uoff[l], layout.sizes[l + 1]
-            age, u = units_np[0, k, o : o + H], units_np[1, k, o : o + H]
-            u_hat = u / bias_correction_factor(self.lp[k, ETA, l], age)
-            W, b = pop.layer_arrays(k, l)
-            for row, side in ((0, "low"), (1, "high")):
-                n = int(n_due[row, l])
-                if n == 0:
-                    continue
-                keys = u_hat if side == "low" else -u_hat  # low: smallest u_hat first; high: largest first
-                units = lowest_first(keys, age > self.lp[k, MATURITY, l], n)
-                c = self.factors_np[side][k, l]
-                W[:, units] *= c  # input row and bias; outgoing weights and optimiser state untouched
-                b[units] *= c
-                age[units] = 0.0
-                u[units] = 0.0
+        """Steps 2-5 for member k (``adapted_rescale``): the low then the high pass of every hidden
+        layer, then the clip."""
+        units = self.units.numpy()
+        theta, _ = pop.member_arrays(k)
+        nz, nzc, B, whole = pop.last_step()
+        clip = self.clip_bound(k)
+        adapted_rescale(pop.layout.table, theta, self.lp[k], units[0, k], units[1, k], n_due,
+                        self.factors_np["low"][k], self.factors_np["high"][k], clip if math.isfinite(clip) else -1.0,
+                        self.clip_mode == "every_step", whole, nz, nzc, B, pop.spec.num_hidden)
         self.counts["units_rescaled_low"][k] += n_due[0]
         self.counts["units_rescaled_high"][k] += n_due[1]
-        clip = self.clip_bound(k)
-        if math.isfinite(clip):
-            rescaled = n_due.sum(axis=0) > 0
-            for l in range(pop.spec.num_hidden):
-                if self.clip_mode == "every_step" or rescaled[l]:
-                    for a in pop.layer_arrays(k, l):
-                        np.clip(a, -clip, clip, out=a)

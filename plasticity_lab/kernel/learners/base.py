@@ -1,5 +1,5 @@
-"""What the kernel's reset learners share: per-layer parameter rows, the compiled ageing and
-EMA helpers, and the Python side of an event (choosing units, per-member numpy views).
+"""What the kernel's reset learners share: per-layer parameter rows, the compiled ageing,
+accumulation and EMA helpers, and the interface the kernel backend asks of a learner.
 
 Per member, a learner's per-layer hyperparameters are one float64 array ``lp`` (NUM_ROWS, L):
 ``RATE_A`` (cbp rho / adapted rho_low), ``RATE_B`` (adapted rho_high), ``ETA`` (decay_rate),
@@ -63,18 +63,6 @@ def age_one(eta: np.ndarray, dtype) -> np.ndarray:
     with np.errstate(divide="ignore"):
         A = np.ceil(-(p + 2) * np.log(2.0) / np.log(np.where(eta > 0, eta, 0.5)))
     return np.where(eta > 0, A, 1.0)
-
-
-def lowest_first(keys: np.ndarray, eligible: np.ndarray, n: int) -> np.ndarray:
-    """The n eligible units with the smallest key, ties by the lowest index (a stable sort, as
-    engine/learners/base.lowest_first and reference/resets.lowest)."""
-    masked = np.where(eligible, keys, np.inf)
-    return np.argsort(masked, kind="stable")[:n]
-
-
-def bias_correction_factor(eta, age: np.ndarray) -> np.ndarray:
-    """1 - eta^age in the dtype of ``age`` (the engine's ``torch.pow(eta, age).neg_().add_(1)``)."""
-    return 1 - np.power(age.dtype.type(eta), age)
 
 
 class KernelLearner:

@@ -5,11 +5,12 @@ how many units are due, by accumulation or the coin rule with the member's pre-d
 and ``cbp_statistics`` (steps 2-3: the running mean activation f and the running utility u of
 every ``util_type``, from the step's activations and the fused |w| sums).
 
-Python (at an event, ``KernelContinualBackprop.handle_event``): steps 6-8 for the member,
-layer by layer as the engine does, with the member's own generators (REINIT for the fresh
-input weights via ``network.init_weight``, UTIL for the ``random`` utility): the n eligible
-units with the smallest u_hat (ties: lowest index), fresh input row, bias 0, optional bias
-correction, outgoing weights 0, age = u = f = 0, optimiser state zeroed.
+At an event (``KernelContinualBackprop.handle_event``), layer by layer as the engine does:
+Python draws with the member's own generators (REINIT: the fresh input weights via
+``network.init_weight``; UTIL: the ``random`` utility), and the compiled ``cbp_replace`` does
+steps 6-8: the n eligible units with the smallest u_hat (ties: lowest index), fresh input row,
+bias 0, optional bias correction, outgoing weights 0, age = u = f = 0, momentum buffers 0, and
+recomputes exactly the |w| sums the replacement changed.
 
 ``KernelContinualBackprop`` IS the engine's ``ContinualBackprop`` (same hyperparameters,
 same checkpointed state, probes' ``utility_stats``, ``freeze``) with its per-unit state in
@@ -25,9 +26,9 @@ from numba import njit
 from ...engine.learners.cbp import UTIL_TYPES, ContinualBackprop
 from ...network import init_weight
 from ..codes import F_ACCUMULATE, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP
-from ..layout import R_SIZES, R_UOFF
+from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, KernelLearner, accumulate, age_layer,
-                   age_one, bias_correction_factor, lerp, lowest_first)
+                   age_one, lerp)
 
 UTIL_CODES = {name: i for i, name in enumerate(UTIL_TYPES)}
 CONTRIBUTION, ADAPTABLE, ZERO_CONTRIBUTION, WEIGHT, ADAPTATION, FEATURE_BY_INPUT, RANDOM = (
@@ -118,6 +119,84 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc):
             ul[i] = lerp(ul[i], x, w)
 
 
+@njit(cache=True)
+def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, keys, fresh, bias_correction, in_sum, out_sum,
+                need_in, need_out, L):
+    """Steps 6-8 for one member and hidden layer l: the n eligible units with the smallest key
+    (u_hat = u / (1 - eta^age), or the given ``keys``: the ``random`` utility; ties: lowest index)
+    get input weights ``fresh`` (n, in), bias 0, (``bias_correction``: the next bias += their
+    outgoing weights times f_hat), outgoing weights 0, age = f = u = 0, momentum buffers 0.
+    Then the |w| sums the replacement changed are recomputed exactly. Returns the units."""
+    o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
+    n_in, n_next = layout[R_SIZES, l], layout[R_SIZES, l + 2]
+    w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
+    wn0, bn0 = layout[R_WOFF, l + 1], layout[R_BOFF, l + 1]
+    al, fl, ul = age[o : o + H], f[o : o + H], u[o : o + H]
+    typed = np.empty(2, f.dtype)  # eta and 1 in the network's dtype (the engine's arithmetic)
+    typed[0] = lp[ETA, l]
+    typed[1] = 1
+    m = lp[MATURITY, l]
+    bc = np.empty(H, f.dtype)
+    masked = np.empty(H)
+    for i in range(H):
+        bc[i] = typed[1] - typed[0] ** al[i]  # the bias correction 1 - eta^age
+        key = keys[i] if keys.shape[0] > 0 else ul[i] / bc[i]
+        masked[i] = key if al[i] > m else np.inf
+    units = np.argsort(masked, kind="mergesort")[:n]  # stable: ties by the lowest index
+    momentum = buf.shape[0] > 0
+    for t in range(n):
+        i = units[t]
+        for j in range(n_in):
+            theta[w0 + j * H + i] = fresh[t, j]
+        theta[b0 + i] = 0
+        if bias_correction:
+            f_hat = fl[i] / bc[i]
+            for k in range(n_next):
+                theta[bn0 + k] += theta[wn0 + i * n_next + k] * f_hat
+        for k in range(n_next):
+            theta[wn0 + i * n_next + k] = 0
+        al[i] = 0
+        fl[i] = 0
+        ul[i] = 0
+        if momentum:
+            for j in range(n_in):
+                buf[w0 + j * H + i] = 0
+            buf[b0 + i] = 0
+            for k in range(n_next):
+                buf[wn0 + i * n_next + k] = 0
+    # the |w| sums: W_l's columns of the new units, all of W_l's rows, W_{l+1}'s zeroed rows and columns
+    if need_in:
+        for t in range(n):
+            i = units[t]
+            s = 0.0
+            for j in range(n_in):
+                s += abs(theta[w0 + j * H + i])
+            in_sum[o + i] = s
+    if need_out and l >= 1:
+        oo = layout[R_UOFF, l - 1]
+        for j in range(n_in):
+            out_sum[oo + j] = _abs_row_sum(theta, w0 + j * H, H)
+    if need_out:
+        for t in range(n):
+            out_sum[o + units[t]] = 0.0
+    if need_in and l + 1 < L:
+        on = layout[R_UOFF, l + 1]
+        for k in range(n_next):
+            in_sum[on + k] = 0.0
+        for i in range(H):
+            for k in range(n_next):
+                in_sum[on + k] += abs(theta[wn0 + i * n_next + k])
+    return units
+
+
+@njit(cache=True, inline="always")
+def _abs_row_sum(theta, r, n):
+    s = 0.0
+    for i in range(n):
+        s += abs(theta[r + i])
+    return s
+
+
 class KernelContinualBackprop(KernelLearner, ContinualBackprop):
     """The engine's ContinualBackprop with its ages, f and u in the kernel's flat (K, units) arrays."""
 
@@ -173,34 +252,21 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         self.lp[k, ACTIVE] = 0.0
 
     def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
-        """Steps 6-8 for member k: replace n_due[0, l] units of every hidden layer l, layer by layer;
-        the |w| sums of the two weight matrices a replacement changes are to be recomputed."""
+        """Steps 6-8 for member k, layer by layer (``cbp_replace``); the member's generators draw
+        the fresh input weights (REINIT, ``network.init_weight``) and the ``random`` utility
+        (UTIL) exactly as the engine's do."""
         n = n_due[0]
+        units = self.units.numpy()
+        theta, buf = pop.member_arrays(k)
+        H = pop.layout.sizes
         for l in np.flatnonzero(n):
-            self._replace(pop, k, int(l), int(n[l]))
-            sync[l : l + 2] = 1
+            l, count = int(l), int(n[l])
+            if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (float32 draws)
+                keys = torch.rand(H[l + 1], generator=self.util_gen[k]).to(pop.dtype).numpy()
+            else:
+                keys = units[2, k, :0]
+            fresh = init_weight(pop.spec, l, self.reinit_gen[k], count).to(pop.dtype).numpy()
+            cbp_replace(pop.layout.table, theta, buf, self.lp[k], units[0, k], units[1, k], units[2, k], l, count,
+                        keys, fresh, self.bias_correction, self.abs_sums[0], self.abs_sums[1], self.needs_in,
+                        self.needs_out, pop.spec.num_hidden)
         self.counts["units_reset"][k] += n
-
-    def _replace(self, pop, k: int, l: int, n: int) -> None:
-        layout = pop.layout
-        o, H = layout.uoff[l], layout.sizes[l + 1]
-        age, f, u = (self.units.numpy()[s, k, o : o + H] for s in range(3))
-        bc = bias_correction_factor(self.lp[k, ETA, l], age)
-        if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (float32 draws, as the engine)
-            keys = torch.rand(H, generator=self.util_gen[k]).to(pop.dtype).numpy()
-        else:
-            keys = u / bc
-        units = lowest_first(keys, age > self.lp[k, MATURITY, l], n)
-        W, b = pop.layer_arrays(k, l)  # W^T (in, out), b (out,)
-        W[:, units] = init_weight(pop.spec, l, self.reinit_gen[k], n).to(pop.dtype).numpy().T
-        b[units] = 0.0
-        W_next, b_next = pop.layer_arrays(k, l + 1)
-        if self.bias_correction:
-            f_hat = f[units] / bc[units]
-            for unit, fh in zip(units, f_hat):
-                b_next += W_next[unit] * fh
-        W_next[units] = 0.0
-        age[units] = 0.0
-        f[units] = 0.0
-        u[units] = 0.0
-        pop.optimizer.reset_member_units(k, l, units)
