@@ -29,7 +29,7 @@ _INV_SQRT2 = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def forward(code, z):
     """The activation of ``code`` at ``z`` (a float32 or float64 scalar, returned in its type)."""
     one = z - z + 1  # 1 in z's type
@@ -52,7 +52,7 @@ def forward(code, z):
     return z  # identity
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def backward(code, g, z, h):
     """dL/dz given dL/dh = ``g``, the pre-activation ``z`` and the post-activation ``h``."""
     one = z - z + 1
@@ -78,7 +78,7 @@ def backward(code, g, z, h):
     return g  # identity
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def zero_gradient_where_zero(code):
     """Whether dL/dz is exactly 0 wherever h == 0 (relu), so the backward pass may skip those units."""
     return code == RELU

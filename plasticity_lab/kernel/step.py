@@ -67,7 +67,7 @@ from .learners.cbp import cbp_decide, cbp_statistics
 FAST = {"reassoc", "contract"}
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, error_model="numpy", fastmath=FAST)
 def _abs_sum(w):
     s = 0.0
     for i in range(w.shape[0]):
@@ -75,7 +75,7 @@ def _abs_sum(w):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sync_abs_sums(layout, theta, in_sum, out_sum, L, need_in, need_out, sync):
     """The sums that W_l determines, for every linear layer l with sync[l] != 0, recomputed from
     scratch (float64): in_sum[i of hidden layer l] = sum_j |W_l[i, j]| and
@@ -99,13 +99,13 @@ def sync_abs_sums(layout, theta, in_sum, out_sum, L, need_in, need_out, sync):
                 out_sum[o + j] = _abs_sum(theta[w0 + j * n_out : w0 + (j + 1) * n_out])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _clamp(w, c):
     for i in range(w.shape[0]):
         w[i] = min(max(w[i], -c), c)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def clamp_hidden(layout, theta, L, c, skip):
     """Clamp every hidden layer's weights and biases to [-c, c] (SPEC 3.5 step 5), except the
     layers l with skip[l] (rescaled at this step: Python clamps them after the rescaling)."""
@@ -119,14 +119,14 @@ def clamp_hidden(layout, theta, L, c, skip):
 
 
 # ---------------------------------------------------------------------------- kernels on one row
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _axpy(z, v, w):
     """z += v w (the forward pass's contribution of one input)."""
     for i in range(z.shape[0]):
         z[i] += v * w[i]
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, error_model="numpy", fastmath=FAST)
 def _dot(w, d, zero):
     """sum_i w[i] d[i] (one input unit's backpropagated gradient)."""
     g = zero
@@ -137,13 +137,13 @@ def _dot(w, d, zero):
 
 # W^T[j, :] -= v * d (one example's rank-1 contribution to one input row), in the variants the
 # learners need; separate loops so that each one vectorises.
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _row_plain(w, v, d):
     for i in range(w.shape[0]):
         w[i] -= v * d[i]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _row_clamp(w, v, d, c):
     for i in range(w.shape[0]):
         w[i] = min(max(w[i] - v * d[i], -c), c)
@@ -152,7 +152,7 @@ def _row_clamp(w, v, d, c):
 # In sums: the step's changes |new| - |old| (exact in the weights' dtype when they are close, by
 # Sterbenz's lemma) are collected in ``dcs`` (the dtype) and added to the float64 sums once per
 # layer and step. Out sums: a touched row's sum, in the dtype (as the engine's torch sums).
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _row_in_sums(w, v, d, dcs):
     for i in range(w.shape[0]):
         old = w[i]
@@ -161,7 +161,7 @@ def _row_in_sums(w, v, d, dcs):
         dcs[i] += abs(new) - abs(old)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, error_model="numpy", fastmath=FAST)
 def _row_out_sum(w, v, d, zero):
     s = zero
     for i in range(w.shape[0]):
@@ -171,7 +171,7 @@ def _row_out_sum(w, v, d, zero):
     return s
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, error_model="numpy", fastmath=FAST)
 def _row_both_sums(w, v, d, dcs, zero):
     s = zero
     for i in range(w.shape[0]):
@@ -184,7 +184,7 @@ def _row_both_sums(w, v, d, dcs, zero):
     return s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _nonzeros(v, out):
     """The indices of v's non-zero entries into out[:count]; returns count (branch-free: the
     pattern of zeros is random, and a mispredicted branch per entry costs more than the work)."""
@@ -195,13 +195,13 @@ def _nonzeros(v, out):
     return count
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _segment(layout, l):
     """Where linear layer l's list of non-zero inputs starts in a row of ``nz`` (B, in + units)."""
     return 0 if l == 0 else layout[R_SIZES, 0] + layout[R_UOFF, l - 1]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, hyper, flags, clamp_now, in_sum,
                   out_sum, dcs_all, zero):
     """The optimiser step of linear layer l for a batch: inputs src[row0 + b, col0 + j] (x for
@@ -305,7 +305,7 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
 
 
 # ---------------------------------------------------------------------------- the loop
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, stop,
                  lp, age, f, u, acc_a, acc_b, in_sum, out_sum, sync, coins,
                  z, h, delta, nz, nzc, n_due, totals, info):

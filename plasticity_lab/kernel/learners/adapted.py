@@ -30,7 +30,7 @@ from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE
                    age_layer, age_one, lerp)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adapted_decide(layout, lp, age, acc_low, acc_high, n_due, L):
     """n_due[0, l] (low pass) and n_due[1, l] (high pass) for every hidden layer; returns whether any is due."""
     event = False
@@ -49,7 +49,7 @@ def adapted_decide(layout, lp, age, acc_low, acc_high, n_due, L):
     return event
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adapted_statistics(layout, lpt, u, h, B, L):
     """Step 1 after the step's update: u <- lerp(u, mean_batch a, 1 - eta) (a signed; no |.|)."""
     for l in range(L):
@@ -66,13 +66,13 @@ def adapted_statistics(layout, lpt, u, h, B, L):
             u[i] = lerp(u[i], mean_h, w)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _clamp_row(theta, r, n, c):
     for i in range(r, r + n):
         theta[i] = min(max(theta[i], -c), c)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, every_step, whole, nz, nzc, B, L):
     """Steps 2-5 for one member: in every hidden layer l, the n_due[0, l] eligible units with the
     LOWEST u_hat get input row and bias times c_low[l], then the n_due[1, l] with the HIGHEST among

@@ -23,7 +23,7 @@ RATE_A, RATE_B, ETA, MATURITY, ACTIVE, ONE_MINUS_ETA, AGE_ONE = range(7)
 NUM_ROWS = 7
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def lerp(a, b, w):
     """torch.lerp(a, b, w): a + w (b - a) for w < 0.5, else b - (b - a)(1 - w) (eta a + (1 - eta) b)."""
     if w < 0.5:
@@ -31,7 +31,7 @@ def lerp(a, b, w):
     return b - (b - a) * (1 - w)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def age_layer(layout, lp, age, l):
     """age += 1 for hidden layer l's units; returns #eligible (age > m) after it (SPEC 3.4 steps 1, 4)."""
     o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
@@ -44,7 +44,7 @@ def age_layer(layout, lp, age, l):
     return eligible
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def accumulate(acc, l, rate, eligible):
     """SPEC 3.4 step 5 / 3.5 step 2: acc += rate * #eligible; n = floor(acc); acc -= n (float64, as engine/learners/base.how_many)."""
     acc[l] += rate * eligible

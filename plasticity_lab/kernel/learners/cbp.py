@@ -38,7 +38,7 @@ NEEDS_IN_SUMS = {"adaptable_contribution", "adaptation", "feature_by_input"}  # 
 NEEDS_OUT_SUMS = {"contribution", "adaptable_contribution", "zero_contribution", "weight"}  # mean_k |W_next[k, i]|
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cbp_decide(layout, lp, age, acc, accumulate_on, coins, coin, n_due, L):
     """Steps 1, 4, 5 for every hidden layer: n_due[0, l] units due this step; returns (any due, coins used so far)."""
     event = False
@@ -63,7 +63,7 @@ def cbp_decide(layout, lp, age, acc, accumulate_on, coins, coin, n_due, L):
     return event, coin
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc):
     """Steps 2-3 after the step's update: f <- lerp(f, mean_batch h, 1 - eta), u <- lerp(u, x, 1 - eta),
     x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age).
@@ -119,7 +119,7 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc):
             ul[i] = lerp(ul[i], x, w)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, keys, fresh, bias_correction, in_sum, out_sum,
                 need_in, need_out, L):
     """Steps 6-8 for one member and hidden layer l: the n eligible units with the smallest key
@@ -189,7 +189,7 @@ def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, keys, fresh, bias_corre
     return units
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _abs_row_sum(theta, r, n):
     s = 0.0
     for i in range(n):
