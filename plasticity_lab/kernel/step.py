@@ -60,7 +60,7 @@ from .learners.cbp import cbp_decide, cbp_statistics
 
 
 
-# Every hot loop below indexes 1-D views with its bare loop variable (w[i], not theta[r + i]):
+# Every hot loop below indexes a view with its bare loop variable (W[j, i] or w[i], not theta[r + i]):
 # numba then knows the index is not negative (no wrap-around branch) and LLVM vectorises it.
 # Reductions (dot products, |w| sums) may be reassociated so that they vectorise too (fastmath
 # "reassoc" and "contract" only: NaN and inf keep their IEEE meaning, so a diverging member shows).
@@ -119,69 +119,79 @@ def clamp_hidden(layout, theta, L, c, skip):
 
 
 # ---------------------------------------------------------------------------- kernels on one row
+# A layer is a 2-D (in, out) view W of theta, made once per layer and step; the row kernels take
+# W and a row index j (a slice per row would cost an array object per row, and rows are short).
 @njit(cache=True, error_model="numpy", inline="always")
-def _axpy(z, v, w):
-    """z += v w (the forward pass's contribution of one input)."""
+def _axpy_row(z, v, W, j):
+    """z += v W[j, :] (the forward pass's contribution of input j)."""
     for i in range(z.shape[0]):
-        z[i] += v * w[i]
+        z[i] += v * W[j, i]
 
 
 @njit(cache=True, error_model="numpy", fastmath=FAST)
-def _dot(w, d, zero):
-    """sum_i w[i] d[i] (one input unit's backpropagated gradient)."""
+def _dot_row(W, j, d, zero):
+    """sum_i W[j, i] d[i] (input unit j's backpropagated gradient)."""
     g = zero
-    for i in range(w.shape[0]):
-        g += w[i] * d[i]
+    for i in range(d.shape[0]):
+        g += W[j, i] * d[i]
     return g
 
 
-# W^T[j, :] -= v * d (one example's rank-1 contribution to one input row), in the variants the
+# W[j, :] -= v * d (one example's rank-1 contribution to one input row), in the variants the
 # learners need; separate loops so that each one vectorises.
 @njit(cache=True, error_model="numpy", inline="always")
-def _row_plain(w, v, d):
-    for i in range(w.shape[0]):
-        w[i] -= v * d[i]
+def _row_plain(W, j, v, d):
+    for i in range(d.shape[0]):
+        W[j, i] -= v * d[i]
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _row_clamp(w, v, d, c):
-    for i in range(w.shape[0]):
-        w[i] = min(max(w[i] - v * d[i], -c), c)
+def _row_clamp(W, j, v, d, c):
+    for i in range(d.shape[0]):
+        W[j, i] = min(max(W[j, i] - v * d[i], -c), c)
 
 
 # In sums: the step's changes |new| - |old| (exact in the weights' dtype when they are close, by
 # Sterbenz's lemma) are collected in ``dcs`` (the dtype) and added to the float64 sums once per
 # layer and step. Out sums: a touched row's sum, in the dtype (as the engine's torch sums).
 @njit(cache=True, error_model="numpy", inline="always")
-def _row_in_sums(w, v, d, dcs):
-    for i in range(w.shape[0]):
-        old = w[i]
+def _row_in_sums(W, j, v, d, dcs):
+    for i in range(d.shape[0]):
+        old = W[j, i]
         new = old - v * d[i]
-        w[i] = new
+        W[j, i] = new
         dcs[i] += abs(new) - abs(old)
 
 
 @njit(cache=True, error_model="numpy", fastmath=FAST)
-def _row_out_sum(w, v, d, zero):
+def _row_out_sum(W, j, v, d, zero):
     s = zero
-    for i in range(w.shape[0]):
-        new = w[i] - v * d[i]
-        w[i] = new
+    for i in range(d.shape[0]):
+        new = W[j, i] - v * d[i]
+        W[j, i] = new
         s += abs(new)
     return s
 
 
 @njit(cache=True, error_model="numpy", fastmath=FAST)
-def _row_both_sums(w, v, d, dcs, zero):
+def _row_both_sums(W, j, v, d, dcs, zero):
     s = zero
-    for i in range(w.shape[0]):
-        old = w[i]
+    for i in range(d.shape[0]):
+        old = W[j, i]
         new = old - v * d[i]
-        w[i] = new
+        W[j, i] = new
         a = abs(new)
         dcs[i] += a - abs(old)
         s += a
     return s
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _typed(value, zero):
+    """``value`` in the type of ``zero`` (the network's dtype)."""
+    out = np.empty(1, np.asarray(zero).dtype)
+    out[0] = value
+    return out[0]
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -213,8 +223,9 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
     o = layout[R_UOFF, l]
     w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
     W = theta[w0 : w0 + n_in * n_out]
+    W2 = W.reshape((n_in, n_out))
     bias = theta[b0 : b0 + n_out]
-    c = hyper[H_CLIP]
+    c = _typed(hyper[H_CLIP], zero)  # the clip in the weights' dtype (no float64 round trip per entry)
     hidden = l < L
     track_in = flags[F_NEED_IN] != 0 and hidden
     track_out = flags[F_NEED_OUT] != 0 and l >= 1
@@ -263,17 +274,16 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
             for t in range(active.shape[0]):
                 j = active[t]
                 v = inp[j]
-                w = W[j * n_out : (j + 1) * n_out]
                 if do_clamp and B == 1:
-                    _row_clamp(w, v, d, c)
+                    _row_clamp(W2, j, v, d, c)
                 elif not tracking:
-                    _row_plain(w, v, d)
+                    _row_plain(W2, j, v, d)
                 elif track_in and track_out:
-                    out_sum[o_out + j] = _row_both_sums(w, v, d, dcs, zero)
+                    out_sum[o_out + j] = _row_both_sums(W2, j, v, d, dcs, zero)
                 elif track_in:
-                    _row_in_sums(w, v, d, dcs)
+                    _row_in_sums(W2, j, v, d, dcs)
                 else:
-                    out_sum[o_out + j] = _row_out_sum(w, v, d, zero)
+                    out_sum[o_out + j] = _row_out_sum(W2, j, v, d, zero)
         if tracking and track_in:
             for i in range(n_out):
                 cs[i] += dcs[i]
@@ -373,9 +383,10 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                 active = nz[b, seg : seg + nzc[b, l]]
                 zb = z[b, o : o + n_out]
                 zb[:] = theta[b0 : b0 + n_out]
+                Wl = theta[w0 : w0 + n_in * n_out].reshape((n_in, n_out))
                 for t in range(active.shape[0]):
                     j = active[t]
-                    _axpy(zb, src[j], theta[w0 + j * n_out : w0 + (j + 1) * n_out])
+                    _axpy_row(zb, src[j], Wl, j)
                 if l < L:
                     code = layout[R_ACT, l]
                     hb = h[b, o : o + n_out]
@@ -419,6 +430,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                 oi = layout[R_UOFF, l - 1]
                 code = layout[R_ACT, l - 1]
                 seg = _segment(layout, l)
+                Wl = theta[w0 : w0 + n_in * n_out].reshape((n_in, n_out))
                 for b in range(B):
                     d = delta[b, o : o + n_out]
                     hin = h[b, oi : oi + n_in]
@@ -429,11 +441,11 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                         active = nz[b, seg : seg + nzc[b, l]]
                         for t in range(active.shape[0]):
                             j = active[t]
-                            g = _dot(theta[w0 + j * n_out : w0 + (j + 1) * n_out], d, zero)
+                            g = _dot_row(Wl, j, d, zero)
                             dprev[j] = A.backward(code, g, zin[j], hin[j])
                     else:
                         for j in range(n_in):
-                            g = _dot(theta[w0 + j * n_out : w0 + (j + 1) * n_out], d, zero)
+                            g = _dot_row(Wl, j, d, zero)
                             dprev[j] = A.backward(code, g, zin[j], hin[j])
                 _update_layer(layout, theta, buf, l, L, B, h, 0, oi, delta, nz, nzc, hyper, flags,
                               clamp_now and not (l < L and rescaling[l]),
@@ -443,7 +455,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                               clamp_now and not rescaling[0],
                               in_sum, out_sum, dcs, zero)
         if clamp_now and first:  # untouched entries (e.g. of zero pixels) are clamped once per chunk
-            clamp_hidden(layout, theta, L, hyper[H_CLIP], rescaling)
+            clamp_hidden(layout, theta, L, _typed(hyper[H_CLIP], zero), rescaling)
             info[I_UNCLAMPED] = event  # the rescaled layers are to be clamped whole
         first = False
         # ---- the learner's running statistics (SPEC 3.4 steps 1-3, 3.5 step 1)
