@@ -344,6 +344,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     lpt = np.empty(lp.shape, theta.dtype)  # the learner's parameters in the network's dtype (as the engine)
     lpt[:] = lp
     bc = np.empty(layout[R_UOFF, L])
+    xs = np.empty(layout[R_UOFF, L])
     dcs = np.empty(layout[R_UOFF, L], theta.dtype)
     need_sums = learner == LEARNER_CBP and (flags[F_NEED_IN] != 0 or flags[F_NEED_OUT] != 0)
     if need_sums:
@@ -460,7 +461,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
         first = False
         # ---- the learner's running statistics (SPEC 3.4 steps 1-3, 3.5 step 1)
         if learner == LEARNER_CBP:
-            cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, flags[F_UTIL], B, L, bc)
+            cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, flags[F_UTIL], B, L, bc, xs)
         elif learner == LEARNER_ADAPTED:
             adapted_statistics(layout, lpt, u, h, B, L)
         s += B

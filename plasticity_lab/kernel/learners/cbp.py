@@ -64,17 +64,18 @@ def cbp_decide(layout, lp, age, acc, accumulate_on, coins, coin, n_due, L):
 
 
 @njit(cache=True, error_model="numpy")
-def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc):
+def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x):
     """Steps 2-3 after the step's update: f <- lerp(f, mean_batch h, 1 - eta), u <- lerp(u, x, 1 - eta),
     x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age).
-    ``bc`` (hidden units,) is scratch space for the bias corrections."""
+    ``bc`` and ``x`` (hidden units,) are scratch space (float64). One loop per utility type and
+    a batch-1 path, so that every loop vectorises."""
     for l in range(L):
         if lpt[ACTIVE, l] == 0:
             continue
         o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
         n_in, n_next = layout[R_SIZES, l], layout[R_SIZES, l + 2]
         eta, w, a1 = lpt[ETA, l], lpt[ONE_MINUS_ETA, l], lpt[AGE_ONE, l]
-        fl, ul, al, bl = f[o : o + H], u[o : o + H], age[o : o + H], bc[o : o + H]
+        fl, ul, al, bl, xl = f[o : o + H], u[o : o + H], age[o : o + H], bc[o : o + H], x[o : o + H]
         if B == 1:
             hb = h[0, o : o + H]
             for i in range(H):
@@ -92,31 +93,49 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc):
             if al[i] < a1:
                 bl[i] = 1 - eta ** al[i]
         ins, outs = in_sum[o : o + H], out_sum[o : o + H]
+        if util == WEIGHT:
+            for i in range(H):
+                xl[i] = outs[i] / n_next
+        elif util == ADAPTATION:
+            for i in range(H):
+                xl[i] = 1.0 / (ins[i] / n_in)
+        elif B == 1:
+            hb = h[0, o : o + H]
+            if util == CONTRIBUTION:
+                for i in range(H):
+                    xl[i] = (outs[i] / n_next) * abs(hb[i])
+            elif util == ADAPTABLE:
+                for i in range(H):
+                    xl[i] = (outs[i] / n_next) * abs(hb[i] - fl[i] / bl[i]) / (ins[i] / n_in)
+            elif util == ZERO_CONTRIBUTION:
+                for i in range(H):
+                    xl[i] = (outs[i] / n_next) * abs(hb[i] - fl[i] / bl[i])
+            else:  # feature_by_input
+                for i in range(H):
+                    xl[i] = abs(hb[i] - fl[i] / bl[i]) / (ins[i] / n_in)
+        else:
+            for i in range(H):
+                out_mag = outs[i] / n_next
+                in_mag = ins[i] / n_in
+                if util == CONTRIBUTION:
+                    a = abs(h[0, o + i])
+                    for b in range(1, B):
+                        a += abs(h[b, o + i])
+                    xl[i] = out_mag * (a / B)
+                else:
+                    f_hat = fl[i] / bl[i]
+                    dev = abs(h[0, o + i] - f_hat)
+                    for b in range(1, B):
+                        dev += abs(h[b, o + i] - f_hat)
+                    dev /= B
+                    if util == ADAPTABLE:
+                        xl[i] = out_mag * dev / in_mag
+                    elif util == ZERO_CONTRIBUTION:
+                        xl[i] = out_mag * dev
+                    else:  # feature_by_input
+                        xl[i] = dev / in_mag
         for i in range(H):
-            out_mag = outs[i] / n_next
-            in_mag = ins[i] / n_in
-            if util == WEIGHT:
-                x = out_mag
-            elif util == ADAPTATION:
-                x = 1.0 / in_mag
-            elif util == CONTRIBUTION:
-                a = abs(h[0, o + i])
-                for b in range(1, B):
-                    a += abs(h[b, o + i])
-                x = out_mag * (a / B)
-            else:
-                f_hat = fl[i] / bl[i]
-                dev = abs(h[0, o + i] - f_hat)
-                for b in range(1, B):
-                    dev += abs(h[b, o + i] - f_hat)
-                dev /= B
-                if util == ADAPTABLE:
-                    x = out_mag * dev / in_mag
-                elif util == ZERO_CONTRIBUTION:
-                    x = out_mag * dev
-                else:  # feature_by_input
-                    x = dev / in_mag
-            ul[i] = lerp(ul[i], x, w)
+            ul[i] = lerp(ul[i], xl[i], w)
 
 
 @njit(cache=True, error_model="numpy")
