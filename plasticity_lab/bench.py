@@ -194,23 +194,26 @@ def projected_wall_time(experiment: str, stream: PermutedImageStream, cores: int
     return {"jobs": len(jobs), "network_steps": total_steps, "hours": hours}
 
 
-def compile_seconds() -> tuple[float, float]:
-    """(first use with an empty numba cache: import + compile + one step, the same with the cache
-    it left), each in a fresh Python process."""
+def compile_seconds() -> list[dict]:
+    """The kernel's first use with an empty numba cache, then again with the cache it left, each
+    in a fresh Python process: [{"seconds": import + compile or load + one step, "hits": cache
+    hits, "misses": cache misses of the compiled step}] for the two."""
+    import json as _json
     import os
     import subprocess
     import sys
     import tempfile
 
-    code = ("import time, torch; from plasticity_lab.engine.learners import "
-            "example_population; t = time.perf_counter(); p = example_population('cbp', K=1, backend='kernel'); "
-            "p.train(torch.rand(1, 4, 784), torch.zeros(1, 4, dtype=torch.long)); "
-            "print(time.perf_counter() - t)")
+    code = ("import json, time, torch; from plasticity_lab.engine.learners import example_population; "
+            "t = time.perf_counter(); p = example_population('cbp', K=1, backend='kernel'); "
+            "p.train(torch.rand(1, 4, 784), torch.zeros(1, 4, dtype=torch.long)); t = time.perf_counter() - t; "
+            "from plasticity_lab.kernel.step import train_member as f; "
+            "print(json.dumps({'seconds': t, 'hits': sum(f.stats.cache_hits.values()), "
+            "'misses': sum(f.stats.cache_misses.values())}))")
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        times = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                      check=True).stdout.split()[-1]) for _ in range(2)]
-    return times[0], times[1]
+        return [_json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                           check=True).stdout.split("\n")[-2]) for _ in range(2)]
 
 
 def naive_learner_steps_per_s(name: str, stream: PermutedImageStream, steps: int) -> float:
@@ -360,7 +363,7 @@ def _kernel_section(args, images, labels, stream, results: dict) -> None:
             print(f"  projected: experiment={experiment} (full scale, {p['jobs']} runs, "
                   f"{p['network_steps'] / 1e6:,.0f}M network-steps): {p['hours']:,.1f} h on this machine")
     if args.compile:
-        first, cached = compile_seconds()
+        first, cached = (r["seconds"] for r in compile_seconds())
         results.update(kernel_compile_s=first, kernel_cached_load_s=cached)
         print(f"kernel compile: first use {first:.1f} s ({verdict(first <= TARGET_COMPILE_S)}: <= "
               f"{TARGET_COMPILE_S:.0f} s), cached {cached:.1f} s (numba cache, kept across runs)")

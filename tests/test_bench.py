@@ -32,8 +32,10 @@ def test_bench_reports_the_kernel_section(capsys, mnist_root, monkeypatch):
         assert results[key] > 0, key
 
 
-def test_first_compile_and_cached_load_are_timed_in_fresh_processes(monkeypatch):
-    """compile_seconds runs two fresh interpreters against one empty numba cache: the second loads
-    what the first compiled (the cache works across runs), so it is much faster."""
-    first, cached = bench.compile_seconds()
-    assert first > 0 and cached > 0 and cached < first / 2
+def test_the_compiled_kernel_is_cached_across_processes():
+    """compile_seconds runs two fresh interpreters against one empty numba cache: the first
+    compiles the step (a cache miss), the second loads what the first compiled (hits, no miss)."""
+    first, second = bench.compile_seconds()
+    assert first["misses"] > 0 and first["hits"] == 0
+    assert second["hits"] > 0 and second["misses"] == 0
+    assert first["seconds"] > 0 and second["seconds"] > 0
