@@ -12,6 +12,8 @@ import torch
 
 from plasticity_lab.engine import Population
 from plasticity_lab.engine import learners as E
+from plasticity_lab.kernel import KernelPopulation
+from plasticity_lab.kernel import learners as K
 from plasticity_lab.network import NetworkSpec
 from plasticity_lab.reference import ReferenceLearner
 from plasticity_lab.reference import resets as R
@@ -614,18 +616,21 @@ def test_population_members_equal_runs_alone_momentum():
     _population_equals_alone(lambda sel: None, step_size=0.01, momentum=[0.9, 0.0, 0.5, 0.99], tol=1e-5)
 
 
-@pytest.mark.parametrize("make,opt", [
-    (lambda: E.ContinualBackprop(**FAST), {}),
-    (lambda: E.AdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20), {}),
-    (lambda: E.AdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20, schedule="per_pass"), {}),
-    (lambda: E.ContinualBackprop(high_replacement_rate=1e-2, **FAST), {}),
-    (lambda: E.ShrinkPerturb(sigma=1e-3), dict(optimizer="adam")),
-    (lambda: E.ReDo(reset_period=20), dict(optimizer="sgd", momentum=0.9)),
+@pytest.mark.parametrize("make,opt,backend", [
+    (lambda: E.ContinualBackprop(**FAST), {}, Population),
+    (lambda: E.AdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20), {}, Population),
+    (lambda: E.AdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20, schedule="per_pass"), {},
+     Population),
+    (lambda: E.ContinualBackprop(high_replacement_rate=1e-2, **FAST), {}, Population),
+    (lambda: E.ShrinkPerturb(sigma=1e-3), dict(optimizer="adam"), Population),
+    (lambda: E.ReDo(reset_period=20), dict(optimizer="sgd", momentum=0.9), Population),
+    (lambda: K.KernelContinualBackprop(**FAST), dict(momentum=0.9), KernelPopulation),
+    (lambda: K.KernelAdaptedRescaling(rho_low=1e-2, rho_high=1e-2, maturity_threshold=20), {}, KernelPopulation),
 ])
-def test_diverged_member_is_frozen_with_learners_and_others_are_unaffected(make, opt):
+def test_diverged_member_is_frozen_with_learners_and_others_are_unaffected(make, opt, backend):
     spec = _spec("relu")
     x, y = _data(2, 200)
-    pop = Population(spec, [0, 1], [1e30, 0.01], learner=make(), **opt)
+    pop = backend(spec, [0, 1], [1e30, 0.01], learner=make(), **opt)
     pop.train(x[:, :100], y[:, :100])
     loss, _ = pop.take_totals()
     assert not torch.isfinite(loss[0]) and torch.isfinite(loss[1])
@@ -634,7 +639,7 @@ def test_diverged_member_is_frozen_with_learners_and_others_are_unaffected(make,
     loss, _ = pop.take_totals()
     assert torch.isfinite(loss).all()
     assert all(torch.isfinite(W[0]).all() for W in pop.W)
-    alone = Population(spec, [1], 0.01, learner=make(), **opt)
+    alone = backend(spec, [1], 0.01, learner=make(), **opt)
     alone.train(x[1:], y[1:])
     assert _max_diff(pop.parameters_of(1), alone.parameters_of(0)) < 1e-6
 

@@ -62,11 +62,7 @@ class Population:
         self.t = 0
         self.device = torch.device(device)
         self.dtype = dtype
-        params = [initial_parameters(spec, s) for s in seeds]
-        self.W = [torch.stack([p[l][0] for p in params]).to(self.device, dtype).contiguous()
-                  for l in range(len(spec.sizes) - 1)]
-        self.b = [torch.stack([p[l][1] for p in params]).to(self.device, dtype).contiguous()
-                  for l in range(len(spec.sizes) - 1)]
+        self.W, self.b = self._allocate([initial_parameters(spec, s) for s in seeds])
         self.acts = [get_activation(a) for a in spec.activations]
         self.step_size = self._per_member(step_size)
         self.weight_decay = self._per_member(weight_decay)
@@ -74,10 +70,19 @@ class Population:
         self.loss_sum = torch.zeros(self.K, device=self.device, dtype=torch.float64)
         self.correct = torch.zeros(self.K, device=self.device, dtype=torch.long)
         self.eye = torch.eye(spec.sizes[-1], device=self.device, dtype=dtype)
-        self.optimizer = make_optimizer(self, optimizer, momentum, betas, eps)
+        self.optimizer = self._make_optimizer(optimizer, momentum, betas, eps)
         self.learner = learner
         if learner is not None:
             learner.setup(self)
+
+    def _allocate(self, params: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The stacked (K, out, in) weights and (K, out) biases from K members' [(W, b)] per layer."""
+        layers = range(len(self.spec.sizes) - 1)
+        return ([torch.stack([p[l][0] for p in params]).to(self.device, self.dtype).contiguous() for l in layers],
+                [torch.stack([p[l][1] for p in params]).to(self.device, self.dtype).contiguous() for l in layers])
+
+    def _make_optimizer(self, name: str, momentum, betas, eps):
+        return make_optimizer(self, name, momentum, betas, eps)
 
     def _per_member(self, value) -> torch.Tensor:
         t = torch.as_tensor(value, dtype=self.dtype).flatten().to(self.device)

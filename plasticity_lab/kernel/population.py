@@ -31,13 +31,12 @@ import math
 import numpy as np
 import torch
 
-from ..activations import get_activation
 from ..engine.population import Population
-from ..network import NetworkSpec, initial_parameters
+from ..network import NetworkSpec
 from . import codes as S
 from .step import train_member
 from .layout import Layout
-from .learners.base import NUM_ROWS
+from .learners.base import NUM_ROWS, KernelLearner
 from .optim import KernelMomentumSGD, make_kernel_optimizer
 
 COIN_BLOCK = 4096  # coins read ahead per call (accumulate: false)
@@ -51,42 +50,31 @@ class KernelPopulation(Population):
     def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
                  device="cpu", dtype=torch.float32, optimizer: str = "sgd", momentum=0.0,
                  betas=(0.9, 0.999), eps=1e-8, learner=None, loss: str = "cross_entropy"):
-        if loss not in ("cross_entropy", "squared_error"):
-            raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, squared_error")
         if torch.device(device).type != "cpu":
             raise ValueError(f"the kernel backend runs on the CPU, not device={device}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"the kernel backend runs float32 or float64, not {dtype}")
-        self.spec = spec
-        self.loss = loss
-        self.K = len(seeds)
-        self.seeds = list(seeds)
-        self.t = 0
-        self.device = torch.device("cpu")
-        self.dtype = dtype
-        self.layout = Layout(spec)
-        self.theta = torch.zeros(self.K, self.layout.num_parameters, dtype=dtype)
-        self.W = [self.layout.weight_view(self.theta, l) for l in range(spec.num_hidden + 1)]
-        self.b = [self.layout.bias_view(self.theta, l) for l in range(spec.num_hidden + 1)]
-        for k, s in enumerate(seeds):
-            for l, (W, b) in enumerate(initial_parameters(spec, s)):
-                self.W[l][k] = W.to(dtype)
-                self.b[l][k] = b.to(dtype)
-        self.acts = [get_activation(a) for a in spec.activations]
-        self.step_size = self._per_member(step_size)
-        self.weight_decay = self._per_member(weight_decay)
-        self._update_factors()
-        self.loss_sum = torch.zeros(self.K, dtype=torch.float64)
-        self.correct = torch.zeros(self.K, dtype=torch.long)
-        self.eye = torch.eye(spec.sizes[-1], dtype=dtype)
-        self.optimizer = make_kernel_optimizer(self, optimizer, momentum)
-        self.frozen = np.zeros(self.K, dtype=bool)
-        if learner is not None and not hasattr(learner, "handle_event"):
+        if learner is not None and not isinstance(learner, KernelLearner):
             raise ValueError(f"the kernel backend needs a kernel learner (kernel/learners/), not {type(learner).__name__}")
-        self.learner = learner
-        if learner is not None:
-            self.learner.setup(self)
+        self.layout = Layout(spec)
+        self.frozen = np.zeros(len(seeds), dtype=bool)
         self._np = None
+        super().__init__(spec, seeds, step_size, weight_decay, device, dtype, optimizer, momentum, betas, eps,
+                         learner, loss)
+
+    def _allocate(self, params: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every member's weights and biases in one row of ``theta`` (K, P); W[l], b[l] are views."""
+        self.theta = torch.zeros(len(params), self.layout.num_parameters, dtype=self.dtype)
+        W = [self.layout.weight_view(self.theta, l) for l in range(self.spec.num_hidden + 1)]
+        b = [self.layout.bias_view(self.theta, l) for l in range(self.spec.num_hidden + 1)]
+        for k, member in enumerate(params):
+            for l, (W_l, b_l) in enumerate(member):
+                W[l][k] = W_l.to(self.dtype)
+                b[l][k] = b_l.to(self.dtype)
+        return W, b
+
+    def _make_optimizer(self, name: str, momentum, betas, eps):
+        return make_kernel_optimizer(self, name, momentum)
 
     # ------------------------------------------------------------------ numpy views
     def __getstate__(self):

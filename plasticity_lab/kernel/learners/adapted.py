@@ -20,14 +20,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from numba import njit
 
 from ...engine.learners.adapted import AdaptedRescaling
 from ..codes import CLIP_EVERY_STEP, CLIP_NONE, CLIP_ON_RESCALE, F_CLIP, H_CLIP, LEARNER_ADAPTED
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
-from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate,
-                   age_layer, age_one, lerp)
+from .base import ACTIVE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate, age_layer, lerp
 
 
 @njit(cache=True, error_model="numpy")
@@ -134,20 +132,7 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
 
     def setup(self, pop) -> None:
         super().setup(pop)
-        K, L, layout = pop.K, pop.spec.num_hidden, pop.layout
-        self.units = torch.zeros(2, K, layout.num_hidden_units, dtype=pop.dtype)  # age, u
-        self.age = [layout.hidden_view(self.units[0], l) for l in range(L)]
-        self.u = [layout.hidden_view(self.units[1], l) for l in range(L)]
-        eta = np.stack([e.cpu().double().numpy()[:, 0] for e in self.eta], axis=1)  # (K, L)
-        lp = np.zeros((K, NUM_ROWS, L))
-        lp[:, RATE_A] = self.rates["low"]
-        lp[:, RATE_B] = self.rates["high"]
-        lp[:, ETA] = eta
-        lp[:, MATURITY] = self.m
-        lp[:, ACTIVE] = self.active
-        lp[:, ONE_MINUS_ETA] = 1.0 - eta
-        lp[:, AGE_ONE] = age_one(eta, np.dtype(str(pop.dtype).removeprefix("torch.")))
-        self.lp = lp
+        self._kernel_setup(pop, ("age", "u"), self.rates["low"], self.rates["high"])
         self.factors_np = {side: c.cpu().numpy() for side, c in self.factors.items()}  # (K, L) in the dtype
         self._none = (np.zeros(0, self.units.numpy().dtype), np.zeros(0))
 
@@ -163,13 +148,6 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
         flags[F_CLIP] = (CLIP_NONE if not math.isfinite(clip)
                          else CLIP_EVERY_STEP if self.clip_mode == "every_step" else CLIP_ON_RESCALE)
         hyper[H_CLIP] = clip
-
-    def after_load(self) -> None:
-        """Nothing to rebuild: the kernel counts eligible units from the ages at every step."""
-
-    def freeze(self, pop, k: int) -> None:
-        super().freeze(pop, k)
-        self.lp[k, ACTIVE] = 0.0
 
     def clip_bound(self, k: int) -> float:
         """Member k's clip (inf = none)."""

@@ -14,6 +14,7 @@ statistics after the step's update, as the engine and the reference do.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numba import njit
 
 from ..codes import F_LEARNER, LEARNER_NONE
@@ -71,6 +72,29 @@ class KernelLearner:
     and the methods below."""
 
     LEARNER_CODE = LEARNER_NONE
+
+    def _kernel_setup(self, pop, slots: tuple[str, ...], rate_a: np.ndarray, rate_b=0.0) -> None:
+        """After the engine learner's ``setup``: its per-unit state ``slots`` (e.g. age, f, u, each
+        a list of (K, H) tensors) become views of one flat (S, K, hidden units) tensor ``units``,
+        and ``lp`` holds the per-layer parameters for the compiled code."""
+        K, L, layout = pop.K, pop.spec.num_hidden, pop.layout
+        self.units = torch.zeros(len(slots), K, layout.num_hidden_units, dtype=pop.dtype)
+        for s, name in enumerate(slots):
+            setattr(self, name, [layout.hidden_view(self.units[s], l) for l in range(L)])
+        eta = np.stack([e.cpu().double().numpy()[:, 0] for e in self.eta], axis=1)  # (K, L)
+        lp = np.zeros((K, NUM_ROWS, L))
+        lp[:, RATE_A], lp[:, RATE_B] = rate_a, rate_b
+        lp[:, ETA], lp[:, MATURITY], lp[:, ACTIVE] = eta, self.m, self.active
+        lp[:, ONE_MINUS_ETA] = 1.0 - eta
+        lp[:, AGE_ONE] = age_one(eta, np.dtype(str(pop.dtype).removeprefix("torch.")))
+        self.lp = lp
+
+    def after_load(self) -> None:
+        """Nothing to rebuild: the kernel counts eligible units from the ages at every step."""
+
+    def freeze(self, pop, k: int) -> None:
+        super().freeze(pop, k)
+        self.lp[k, ACTIVE] = 0.0
 
     def kernel_state(self, k: int) -> tuple:
         """Member k's (lp, age, f, u, acc_a, acc_b, in_sum, out_sum) for ``train_member``."""

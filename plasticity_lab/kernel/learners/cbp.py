@@ -27,8 +27,7 @@ from ...engine.learners.cbp import UTIL_TYPES, ContinualBackprop
 from ...network import init_weight
 from ..codes import F_ACCUMULATE, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
-from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, NUM_ROWS, ONE_MINUS_ETA, RATE_A, KernelLearner, accumulate, age_layer,
-                   age_one, lerp)
+from .base import ACTIVE, AGE_ONE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, KernelLearner, accumulate, age_layer, lerp
 
 UTIL_CODES = {name: i for i, name in enumerate(UTIL_TYPES)}
 CONTRIBUTION, ADAPTABLE, ZERO_CONTRIBUTION, WEIGHT, ADAPTATION, FEATURE_BY_INPUT, RANDOM = (
@@ -223,26 +222,13 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
 
     def setup(self, pop) -> None:
         super().setup(pop)
-        K, L, layout = pop.K, pop.spec.num_hidden, pop.layout
-        self.units = torch.zeros(3, K, layout.num_hidden_units, dtype=pop.dtype)  # age, f, u
-        self.age = [layout.hidden_view(self.units[0], l) for l in range(L)]
-        self.f = [layout.hidden_view(self.units[1], l) for l in range(L)]
-        self.u = [layout.hidden_view(self.units[2], l) for l in range(L)]
-        eta = np.stack([e.cpu().double().numpy()[:, 0] for e in self.eta], axis=1)  # (K, L)
-        lp = np.zeros((K, NUM_ROWS, L))
-        lp[:, RATE_A] = self.rho
-        lp[:, ETA] = eta
-        lp[:, MATURITY] = self.m
-        lp[:, ACTIVE] = self.active
-        lp[:, ONE_MINUS_ETA] = 1.0 - eta
-        lp[:, AGE_ONE] = age_one(eta, np.dtype(str(pop.dtype).removeprefix("torch.")))
-        self.lp = lp
+        self._kernel_setup(pop, ("age", "f", "u"), self.rho)
         self.util_code = UTIL_CODES[self.util_type]
         self.needs_in = self.util_type in NEEDS_IN_SUMS
         self.needs_out = self.util_type in NEEDS_OUT_SUMS
-        # the fused |w| sums (float64), shared by the members (recomputed at the start of every call)
-        self.abs_sums = np.zeros((2, layout.num_hidden_units))
-        self._no_acc = np.zeros(L)
+        # the fused |w| sums (float64), shared by the members (recomputed at the start of every chunk)
+        self.abs_sums = np.zeros((2, pop.layout.num_hidden_units))
+        self._no_acc = np.zeros(pop.spec.num_hidden)
 
     def kernel_state(self, k: int) -> tuple:
         units = self.units.numpy()
@@ -262,13 +248,6 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
     def coins_used(self, k: int, n: int) -> None:
         if self.coins is not None:
             self.coins[k].skip(n)
-
-    def after_load(self) -> None:
-        """Nothing to rebuild: the kernel counts eligible units from the ages at every step."""
-
-    def freeze(self, pop, k: int) -> None:
-        super().freeze(pop, k)
-        self.lp[k, ACTIVE] = 0.0
 
     def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
         """Steps 6-8 for member k, layer by layer (``cbp_replace``); the member's generators draw
