@@ -26,7 +26,9 @@ its checkpointed state, are the engine's.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from .learners.base import NUM_ROWS, KernelLearner
 from .optim import KernelMomentumSGD, make_kernel_optimizer
 
 COIN_BLOCK = 4096  # coins read ahead per call (accumulate: false)
+log = logging.getLogger(__name__)
 
 
 class KernelPopulation(Population):
@@ -61,6 +64,20 @@ class KernelPopulation(Population):
         self._np = None
         super().__init__(spec, seeds, step_size, weight_decay, device, dtype, optimizer, momentum, betas, eps,
                          learner, loss)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Load (first time: compile, ~30 s, then cached by numba) the compiled code now, so that
+        training time, e.g. the first task's projection (summary.py), does not include it."""
+        start = time.perf_counter()
+        x = torch.zeros(self.K, 0, self.spec.sizes[0], dtype=self.dtype)
+        self.train(x, torch.zeros(self.K, 0, dtype=self.dtype if self.loss == "squared_error" else torch.long))
+        if self.learner is not None:
+            self.learner.warm_up(self)
+        seconds = time.perf_counter() - start
+        if seconds > 5:
+            log.info("compiled the kernel backend in %.0f s (numba caches it: later runs load it in about 1 s)",
+                     seconds)
 
     def _allocate(self, params: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Every member's weights and biases in one row of ``theta`` (K, P); W[l], b[l] are views."""
@@ -128,7 +145,7 @@ class KernelPopulation(Population):
             sync[:] = 1  # a new chunk: every |w| sum recomputed, every hidden layer clamped whole (kernel/step.py)
             flags[S.F_FULL_CLAMP] = 1
             start = 0
-            while start < n:
+            while True:  # (at least one call, so that an empty chunk loads the compiled code: _warm_up)
                 coins = learner.coins_ahead(k, COIN_BLOCK) if learner is not None else self._no_coins
                 train_member(self.layout.table, arrays["theta"][k], buf, hyper, flags, xk, y_class, y_value,
                              start, n, *lstate, sync, coins, *scratch, totals, info)
@@ -139,6 +156,8 @@ class KernelPopulation(Population):
                     if info[S.I_EVENT] == S.EVENT_LEARNER:
                         learner.handle_event(self, k, scratch[-1], sync)
                 start = int(info[S.I_NEXT])
+                if start >= n:
+                    break
             self.loss_sum[k] += totals[0]
             self.correct[k] += int(totals[1])
         self.t += math.ceil(n / batch_size)

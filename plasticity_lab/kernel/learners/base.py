@@ -116,5 +116,10 @@ class KernelLearner:
         for every linear layer l whose |w| sums the kernel must recompute before it goes on."""
         raise NotImplementedError
 
+    def warm_up(self, pop) -> None:
+        """Load the compiled event code (an event of no units: changes nothing)."""
+        self.handle_event(pop, 0, np.zeros((2, pop.spec.num_hidden), dtype=np.int64),
+                          np.zeros(pop.spec.num_hidden + 1, dtype=np.int64))
+
 
 _NO_COINS = np.zeros(0)

@@ -254,6 +254,12 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         the fresh input weights (REINIT, ``network.init_weight``) and the ``random`` utility
         (UTIL) exactly as the engine's do."""
         n = n_due[0]
+        if not n.any():  # warm_up: load the compiled replacement without replacing anything
+            theta, buf = pop.member_arrays(k)
+            cbp_replace(pop.layout.table, theta, buf, self.lp[k], *self.units.numpy()[:, k], 0, 0,
+                        self.units.numpy()[2, k, :0], np.zeros((0, pop.spec.sizes[0]), theta.dtype), False,
+                        self.abs_sums[0], self.abs_sums[1], False, False, pop.spec.num_hidden)
+            return
         units = self.units.numpy()
         theta, buf = pop.member_arrays(k)
         H = pop.layout.sizes
