@@ -96,7 +96,8 @@ def test_method_sweep_with_a_learner_specific_override_composes():
     learner/optimizer/dataset are open sections, so a key only cbp has still composes there."""
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=jucas/relu",
                            "method=cbp,cbp_layer_1", "learner.util_type=contribution", "hydra/launcher=population",
-                           "hydra.launcher.dry_run=true"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "hydra.launcher.dry_run=true", "hydra.launcher.n_jobs=1"],  # 1 process: kernel jobs not split
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "6 jobs -> 1 population(s)" in log

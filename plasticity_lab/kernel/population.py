@@ -71,7 +71,7 @@ class KernelPopulation(Population):
         training time, e.g. the first task's projection (summary.py), does not include it."""
         start = time.perf_counter()
         x = torch.zeros(self.K, 0, self.spec.sizes[0], dtype=self.dtype)
-        self.train(x, torch.zeros(self.K, 0, dtype=self.dtype if self.loss == "squared_error" else torch.long))
+        self._train(x, torch.zeros(self.K, 0, dtype=self.dtype if self.loss == "squared_error" else torch.long), 1)
         if self.learner is not None:
             self.learner.warm_up(self)
         seconds = time.perf_counter() - start
@@ -123,6 +123,9 @@ class KernelPopulation(Population):
         member after member."""
         if after_step is not None:
             raise ValueError("the kernel backend has no per-step hook (after_step); use backend=population")
+        self._train(x, y, batch_size)
+
+    def _train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
         n = x.shape[1]
         arrays = self._arrays()
         xs = x.detach().cpu().to(self.dtype).numpy()
