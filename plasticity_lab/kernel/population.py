@@ -134,7 +134,6 @@ class KernelPopulation(Population):
         scratch = self._scratch(min(batch_size, n))
         totals = np.zeros(2)
         info = self._info = np.zeros(S.NUM_INFO, dtype=np.int64)
-        sync = np.ones(self.spec.num_hidden + 1, dtype=np.int64)
         learner = self.learner
         for k in range(self.K):
             if self.frozen[k]:
@@ -145,19 +144,18 @@ class KernelPopulation(Population):
             lstate = learner.kernel_state(k) if learner is not None else self._no_learner
             y_class, y_value = (self._no_class, yk) if regression else (yk, self._no_value)
             totals[:] = 0.0
-            sync[:] = 1  # a new chunk: every |w| sum recomputed, every hidden layer clamped whole (kernel/step.py)
-            flags[S.F_FULL_CLAMP] = 1
+            flags[S.F_SYNC_SUMS] = flags[S.F_FULL_CLAMP] = 1  # a new chunk: every |w| sum recomputed, every
+            # hidden layer clamped whole (kernel/step.py)
             start = 0
             while True:  # (at least one call, so that an empty chunk loads the compiled code: _warm_up)
                 coins = learner.coins_ahead(k, COIN_BLOCK) if learner is not None else self._no_coins
                 train_member(self.layout.table, arrays["theta"][k], buf, hyper, flags, xk, y_class, y_value,
-                             start, n, *lstate, sync, coins, *scratch, totals, info)
-                sync[:] = 0
-                flags[S.F_FULL_CLAMP] = 0
+                             start, n, *lstate, coins, *scratch, totals, info)
+                flags[S.F_SYNC_SUMS] = flags[S.F_FULL_CLAMP] = 0
                 if learner is not None:
                     learner.coins_used(k, int(info[S.I_COINS_USED]))
                     if info[S.I_EVENT] == S.EVENT_LEARNER:
-                        learner.handle_event(self, k, scratch[-1], sync)
+                        learner.handle_event(self, k, scratch[-1])
                 start = int(info[S.I_NEXT])
                 if start >= n:
                     break

@@ -28,10 +28,10 @@ Fused statistics (cbp). The utilities need n_in * mean_j |W_l[i, j]| ("in sums")
 n_next * mean_k |W_{l+1}[k, i]| ("out sums") after every step's update. They are kept in
 float64 and updated inside the update loop, which is the only place weights change between
 events: out sums (a row of W^T_{l+1}) are recomputed for every touched row, in sums (a column
-of W^T_l) get |new| - |old| for every touched entry. ``sync_abs_sums`` recomputes them from
-scratch at the start of a call for the layers ``sync`` names: every layer at the start of a
-chunk (at most ``chunk_examples`` steps), the layers an event changed after an event. So every
-sum an event changes is exact, and rounding drift never outlives one chunk.
+of W^T_l) get |new| - |old| for every touched entry. ``sync_abs_sums`` recomputes them all from
+scratch at the start of every chunk (``F_SYNC_SUMS``; a chunk is at most ``chunk_examples``
+steps), and a replacement re-sums exactly what it changed (learners/cbp.py), so rounding drift
+never outlives one chunk.
 
 Clip (adapted, ``every_step``): the clamp to [-clip, clip] is fused into the update of the
 entries a step touches; the first step of a chunk (``F_FULL_CLAMP``) clamps every hidden layer
@@ -51,7 +51,7 @@ from numba import njit
 
 from . import activations as A
 from .codes import (CLIP_EVERY_STEP, EVENT_LEARNER, EVENT_NEED_COINS, EVENT_NONE, F_ACCUMULATE, F_BATCH, F_CLIP,
-                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_UTIL, H_ALPHA,
+                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_SYNC_SUMS, F_UTIL, H_ALPHA,
                     H_CLIP, H_DECAY, H_LAMBDA, H_MOMENTUM, I_COINS_USED, I_EVENT, I_LAST_BATCH, I_NEXT, I_UNCLAMPED,
                     LEARNER_ADAPTED, LEARNER_CBP, LOSS_CROSS_ENTROPY)
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
@@ -76,13 +76,10 @@ def _abs_sum(w):
 
 
 @njit(cache=True, error_model="numpy")
-def sync_abs_sums(layout, theta, in_sum, out_sum, L, need_in, need_out, sync):
-    """The sums that W_l determines, for every linear layer l with sync[l] != 0, recomputed from
-    scratch (float64): in_sum[i of hidden layer l] = sum_j |W_l[i, j]| and
-    out_sum[j of hidden layer l - 1] = sum_i |W_l[i, j]|."""
+def sync_abs_sums(layout, theta, in_sum, out_sum, L, need_in, need_out):
+    """Every |w| sum, recomputed from scratch (float64): in_sum[i of hidden layer l] =
+    sum_j |W_l[i, j]| and out_sum[j of hidden layer l - 1] = sum_i |W_l[i, j]|."""
     for l in range(L + 1):
-        if sync[l] == 0:
-            continue
         n_in, n_out = layout[R_SIZES, l], layout[R_SIZES, l + 1]
         w0 = layout[R_WOFF, l]
         if need_in and l < L:
@@ -317,7 +314,7 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
 # ---------------------------------------------------------------------------- the loop
 @njit(cache=True, error_model="numpy")
 def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, stop,
-                 lp, age, f, u, acc_a, acc_b, in_sum, out_sum, sync, coins,
+                 lp, age, f, u, acc_a, acc_b, in_sum, out_sum, coins,
                  z, h, delta, nz, nzc, n_due, totals, info):
     """Train one member on examples ``start .. stop`` of its chunk (x (n, in), y_class (n,) or
     y_value (n,)), in steps of ``flags[F_BATCH]`` examples (the last one may be shorter); stop
@@ -326,9 +323,8 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     before a step for which the coin buffer may run out (EVENT_NEED_COINS). ``info[I_NEXT]``
     is the next example to train on; ``info[I_COINS_USED]`` the coins used.
 
-    ``lp`` (NUM_ROWS, L) float64 per hidden layer (kernel/learners/base.py); ``sync`` (L + 1)
-    the linear layers whose |w| sums to recompute first; ``totals`` += (sum of the examples'
-    losses, number correct).
+    ``lp`` (NUM_ROWS, L) float64 per hidden layer (kernel/learners/base.py); ``totals`` += (sum of
+    the examples' losses, number correct).
     """
     L = layout.shape[1] - 2
     batch = flags[F_BATCH]
@@ -347,8 +343,8 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     xs = np.empty(layout[R_UOFF, L])
     dcs = np.empty(layout[R_UOFF, L], theta.dtype)
     need_sums = learner == LEARNER_CBP and (flags[F_NEED_IN] != 0 or flags[F_NEED_OUT] != 0)
-    if need_sums:
-        sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0, sync)
+    if need_sums and flags[F_SYNC_SUMS] != 0:
+        sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0)
     coin = 0
     B = 0
     rescaling = np.zeros(max(L, 1), np.bool_)

@@ -153,7 +153,7 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
         """Member k's clip (inf = none)."""
         return float(self.clip_host[k])
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
+    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
         """Steps 2-5 for member k (``adapted_rescale``): the low then the high pass of every hidden
         layer, then the clip."""
         units = self.units.numpy()

@@ -111,15 +111,14 @@ class KernelLearner:
     def coins_used(self, k: int, n: int) -> None:
         """Consume the first n coins of the last ``coins_ahead``."""
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
-        """Member k's replacement / rescaling of ``n_due`` (2, L) units, in Python; sets sync[l] = 1
-        for every linear layer l whose |w| sums the kernel must recompute before it goes on."""
+    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
+        """Member k's replacement / rescaling of ``n_due`` (2, L) units (between two calls of the
+        compiled step), leaving every |w| sum the kernel keeps exact."""
         raise NotImplementedError
 
     def warm_up(self, pop) -> None:
         """Load the compiled event code (an event of no units: changes nothing)."""
-        self.handle_event(pop, 0, np.zeros((2, pop.spec.num_hidden), dtype=np.int64),
-                          np.zeros(pop.spec.num_hidden + 1, dtype=np.int64))
+        self.handle_event(pop, 0, np.zeros((2, pop.spec.num_hidden), dtype=np.int64))
 
 
 _NO_COINS = np.zeros(0)

@@ -249,7 +249,7 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         if self.coins is not None:
             self.coins[k].skip(n)
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray, sync: np.ndarray) -> None:
+    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
         """Steps 6-8 for member k, layer by layer (``cbp_replace``); the member's generators draw
         the fresh input weights (REINIT, ``network.init_weight``) and the ``random`` utility
         (UTIL) exactly as the engine's do."""
