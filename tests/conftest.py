@@ -73,14 +73,19 @@ def coin_draws(monkeypatch):
     """The values of every coin flip (``seeding.UniformStream.next``, CBP's ``accumulate: false``) made
     while the test runs, by any implementation: proof that the coin branch ran."""
     calls = []
-    original = seeding.UniformStream.next
+    original, original_skip = seeding.UniformStream.next, seeding.UniformStream.skip
 
     def counted(self):
         value = original(self)
         calls.append(value)
         return value
 
+    def counted_skip(self, n):  # the kernel reads coins ahead (peek) and consumes the used ones (skip)
+        calls.extend(self.peek(n).tolist())
+        original_skip(self, n)
+
     monkeypatch.setattr(seeding.UniformStream, "next", counted)
+    monkeypatch.setattr(seeding.UniformStream, "skip", counted_skip)
     return calls
 
 

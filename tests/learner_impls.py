@@ -3,8 +3,9 @@
 The oracle tests (tests/test_oracles.py) set weights, running statistics, ages and
 accumulators by hand, let a learner act once, and compare with numbers computed by hand from
 SPEC 3.3-3.6. They drive every implementation through the same calls, one at a time, so a bug
-shared by two implementations is still caught. To check another backend (e.g. a compiled
-kernel), write one more class with these methods and add it to ``IMPLEMENTATIONS``.
+shared by two implementations is still caught: the engine, the reference and the compiled
+kernel. To check another backend, write one more class with these methods and add it to
+``IMPLEMENTATIONS``.
 
 Interface (one network; hidden layer ``l`` is 0-based; per-layer hyperparameters are lists):
 
@@ -26,13 +27,21 @@ Interface (one network; hidden layer ``l`` is 0-based; per-layer hyperparameters
 from __future__ import annotations
 
 import io
+import math
 
+import numpy as np
+import pytest
 import torch
 
 from plasticity_lab.engine import Population
 from plasticity_lab.engine import learners as E
 from plasticity_lab.engine.population import StepResult
 from plasticity_lab.reference import ReferenceLearner, ReferencePopulation
+from plasticity_lab.kernel import KERNEL_LEARNER_CLASSES, KernelPopulation
+from plasticity_lab.kernel.codes import I_UNCLAMPED
+from plasticity_lab.kernel.learners.adapted import adapted_decide, adapted_statistics
+from plasticity_lab.kernel.learners.cbp import cbp_decide, cbp_statistics
+from plasticity_lab.kernel.step import clamp_hidden, sync_abs_sums
 from plasticity_lab.reference import resets as R
 
 
@@ -204,4 +213,56 @@ class ReferenceImpl(_Impl):
         self.learner = self.ref.learner
 
 
-IMPLEMENTATIONS = {impl.name: impl for impl in (EngineImpl, ReferenceImpl)}
+class KernelImpl(EngineImpl):
+    """The compiled kernel backend (plasticity_lab.kernel) with K = 1. ``step`` is its compiled
+    training step; ``after_step`` runs the kernel learner's compiled parts in the order the step
+    runs them (decide how many units are due, the running statistics, the clip the step fuses into
+    its update, then the event: replacement / rescaling). It runs bp, l2, cbp and adapted with
+    SGD; other learners and Adam are skipped (README, Backends)."""
+
+    name = "kernel"
+
+    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
+        if learner not in KERNEL_LEARNER_CLASSES or optimizer != "sgd":
+            pytest.skip(f"the kernel backend does not run learner={learner} with optimizer={optimizer}")
+        hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
+        self.learner = KERNEL_LEARNER_CLASSES[learner](**hyper)
+        self.pop = KernelPopulation(spec, [seed], step_size, dtype=dtype, optimizer=optimizer, learner=self.learner,
+                                    **opt)
+        self._ages_set = False
+
+    @torch.no_grad()
+    def after_step(self, features):
+        pop, lrn, layout = self.pop, self.learner, self.pop.layout
+        L, B, table = self.spec.num_hidden, features[0].shape[0], layout.table
+        np_dtype = np.dtype(str(self.dtype).removeprefix("torch."))
+        h = np.zeros((B, layout.num_units), np_dtype)  # the step's activations where the kernel keeps them
+        for l, feature in enumerate(features):
+            h[:, layout.uoff[l] : layout.uoff[l] + feature.shape[1]] = self._tensor(feature).numpy()
+        lp, lpt = lrn.lp[0], lrn.lp[0].astype(np_dtype)
+        units = lrn.units.numpy()[:, 0]
+        theta = pop.theta.numpy()[0]
+        n_due = np.zeros((2, L), dtype=np.int64)
+        hidden = layout.num_hidden_units
+        if isinstance(lrn, KERNEL_LEARNER_CLASSES["cbp"]):
+            coins = lrn.coins_ahead(0, L)
+            _, used = cbp_decide(table, lp, units[0], lrn.acc[0], lrn.accumulate, coins, 0, n_due, L)
+            lrn.coins_used(0, used)
+            sync_abs_sums(table, theta, lrn.abs_sums[0], lrn.abs_sums[1], L, True, True)
+            cbp_statistics(table, lpt, units[0], units[1], units[2], h, lrn.abs_sums[0], lrn.abs_sums[1],
+                           lrn.util_code, B, L, np.empty(hidden), np.empty(hidden))
+        else:
+            adapted_decide(table, lp, units[0], lrn.acc["low"][0], lrn.acc["high"][0], n_due, L)
+            adapted_statistics(table, lpt, units[1], h, B, L)
+            clip = lrn.clip_bound(0)
+            if math.isfinite(clip) and lrn.clip_mode == "every_step":  # the clamp the step fuses into its update
+                clamp_hidden(table, theta, L, np_dtype.type(clip), n_due.sum(axis=0) > 0)
+            pop._info[I_UNCLAMPED] = 1  # no update ran: the event clamps its layers whole
+        if n_due.any():
+            lrn.handle_event(pop, 0, n_due)
+
+    def step(self, x, y):
+        self.pop.train(self._tensor(x).unsqueeze(0), torch.as_tensor(y).unsqueeze(0), batch_size=len(y))
+
+
+IMPLEMENTATIONS = {impl.name: impl for impl in (EngineImpl, ReferenceImpl, KernelImpl)}
