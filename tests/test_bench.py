@@ -32,6 +32,7 @@ def test_bench_reports_the_kernel_section(capsys, mnist_root, monkeypatch):
         assert results[key] > 0, key
 
 
+@pytest.mark.slow
 def test_the_compiled_kernel_is_cached_across_processes():
     """compile_seconds runs two fresh interpreters against one empty numba cache: the first
     compiles the step (a cache miss), the second loads what the first compiled (hits, no miss)."""
