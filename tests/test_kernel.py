@@ -110,6 +110,14 @@ def test_cbp_coin_rule_with_accumulated_contribution_and_bias_correction_matches
     assert min(counts["units_reset"]) > 0
 
 
+def test_cbp_reinit_without_the_activation_gain_matches_reference():
+    """``reinit: no_gain`` ([P]'s CBP): fresh rows uniform in [-sqrt(3 / fan_in), +]."""
+    kwargs = dict(reinit="no_gain", util_type="contribution", **FAST)
+    counts = _kernel_vs_reference(_spec("relu"), KC(**kwargs), R.ContinualBackprop(**kwargs), dtype=torch.float64,
+                                  tol=1e-10)
+    assert min(counts["units_reset"]) > 0
+
+
 def test_cbp_per_layer_rates_maturities_decays_and_a_switched_off_layer_match_reference():
     kwargs = dict(replacement_rate=[1e-2, 0.0, 2e-2], maturity_threshold=[20, 10, 30], decay_rate=[0.99, 0.9, 0.95],
                   util_type="contribution")
@@ -151,8 +159,8 @@ ADAPTED_CASES = [
      torch.float32, 2e-5),  # clip below the initial weights: the first step clamps every entry
     ("tanh", dict(c_low=[0.5, -1.0, 2.0], c_high=[0.2, 0.5, -0.5], rho_low=[1e-2, 2e-2, 5e-3],
                   rho_high=[5e-3, 1e-2, 2e-2], maturity_threshold=[20, 10, 15], clip=1.0), torch.float64, 1e-10),
-    ("tanh", dict(c_low=2.0, c_high=1.5, rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.3,
-                  clip_mode="on_rescale"), torch.float64, 1e-10),
+    ("tanh", dict(c_low=2.0, c_high=1.5, rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.3),
+     torch.float64, 1e-10),
 ]
 
 
@@ -348,6 +356,10 @@ def test_engine_learner_is_refused():
         KernelPopulation(_spec(), [0], 0.01, learner=ContinualBackprop())
     with pytest.raises(ValueError, match="optimizer=sgd only"):
         KernelPopulation(_spec(), [0], 0.01, optimizer="adam")
+    with pytest.raises(ValueError, match="high_replacement_rate > 0"):
+        KernelPopulation(_spec(), [0], 0.01, learner=KC(high_replacement_rate=1e-3))
+    with pytest.raises(ValueError, match="schedule='per_pass'"):
+        KernelPopulation(_spec(), [0], 0.01, learner=KA(schedule="per_pass"))
 
 
 def test_uniform_stream_peek_and_skip_follow_next():
@@ -385,6 +397,9 @@ def test_auto_picks_the_kernel_on_cpu_and_the_engine_where_the_kernel_does_not_r
     assert used() == "kernel"
     assert used("learner=cbp", "optimizer.momentum=0.9", "batch_size=4", "dtype=float64") == "kernel"
     assert used("learner=adapted", "activation=tanh", "dataset=bit_flipping", "network_depth=width_5_depth_6") == "kernel"
+    assert used("learner=cbp", "learner.reinit=no_gain", "learner.util_type=contribution") == "kernel"
+    assert used("learner=cbp", "learner.high_replacement_rate=[0,1e-5,0]") == "population"  # [P]'s two-pass CBP
+    assert used("learner=adapted", "learner.schedule=per_pass") == "population"
     assert used("learner=shrink_perturb") == "population"
     assert used("learner=redo") == "population"
     assert used("optimizer=adam") == "population"
@@ -392,10 +407,13 @@ def test_auto_picks_the_kernel_on_cpu_and_the_engine_where_the_kernel_does_not_r
     assert used("backend=population") == "population"
 
 
-@pytest.mark.parametrize("override,named", [("learner=redo", "learner=redo"), ("optimizer=adam", "optimizer=adam"),
-                                            ("network.norm=layer", "network.norm=layer"),
-                                            ("learner=shrink_perturb", "learner=shrink_perturb")])
-def test_backend_kernel_refuses_what_it_does_not_run(override, named):
+@pytest.mark.parametrize("overrides,named", [
+    (["learner=redo"], "learner=redo"), (["optimizer=adam"], "optimizer=adam"),
+    (["network.norm=layer"], "network.norm=layer"), (["learner=shrink_perturb"], "learner=shrink_perturb"),
+    (["learner=cbp", "learner.high_replacement_rate=1e-5"], "learner.high_replacement_rate > 0"),
+    (["learner=adapted", "learner.schedule=per_pass"], "learner.schedule=per_pass"),
+])
+def test_backend_kernel_refuses_what_it_does_not_run(overrides, named):
     with pytest.raises(ConfigError, match=rf"backend=kernel:.*{named}"):
-        parse_config(compose_config("backend=kernel", override))
+        parse_config(compose_config("backend=kernel", *overrides))
 

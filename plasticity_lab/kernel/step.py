@@ -33,7 +33,7 @@ scratch at the start of every chunk (``F_SYNC_SUMS``; a chunk is at most ``chunk
 steps), and a replacement re-sums exactly what it changed (learners/cbp.py), so rounding drift
 never outlives one chunk.
 
-Clip (adapted, ``every_step``): the clamp to [-clip, clip] is fused into the update of the
+Clip (adapted, ``schedule: per_step``): the clamp to [-clip, clip] is fused into the update of the
 entries a step touches; the first step of a chunk (``F_FULL_CLAMP``) clamps every hidden layer
 whole, so the untouched entries are clamped too (they then stay so). On a step where the learner rescales,
 the layers being rescaled are not clamped here: the event's handler rescales, then clamps the

@@ -7,9 +7,10 @@ Compiled (called by kernel/step.py every step): ``adapted_decide`` (steps 1-3's 
 At an event (``KernelAdaptedRescaling.handle_event`` -> compiled ``adapted_rescale``), for the
 member, layer by layer: the low pass (the n_low eligible units with the LOWEST u_hat: input row
 and bias times c_low, age = u = 0), then the high pass (HIGHEST u_hat among the units still
-eligible, times c_high), then the clip (step 5) of the rescaled layers (``every_step``: the
-kernel clamps every other layer, and every untouched entry, itself; ``on_rescale``: only the
-layers rescaled at this step, whole).
+eligible, times c_high), then the clip (step 5) of the rescaled layers (the kernel clamps every
+other layer, and every entry a step does not touch, itself). The kernel runs the published
+schedule (``schedule: per_step``); [P]'s ``per_pass`` code trains on the torch engine
+(kernel/support.py).
 
 ``KernelAdaptedRescaling`` IS the engine's ``AdaptedRescaling`` (hyperparameters, checkpointed
 state, ``utility_stats``, ``freeze``) with its ages and utilities in the kernel's flat arrays.
@@ -23,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from ...engine.learners.adapted import AdaptedRescaling
-from ..codes import CLIP_EVERY_STEP, CLIP_NONE, CLIP_ON_RESCALE, F_CLIP, H_CLIP, LEARNER_ADAPTED
+from ..codes import CLIP_EVERY_STEP, CLIP_NONE, F_CLIP, H_CLIP, LEARNER_ADAPTED
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .base import ACTIVE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate, age_layer, lerp
 
@@ -71,13 +72,13 @@ def _clamp_row(theta, r, n, c):
 
 
 @njit(cache=True, error_model="numpy")
-def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, every_step, whole, nz, nzc, B, L):
+def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, whole, nz, nzc, B, L):
     """Steps 2-5 for one member: in every hidden layer l, the n_due[0, l] eligible units with the
     LOWEST u_hat get input row and bias times c_low[l], then the n_due[1, l] with the HIGHEST among
     those still eligible times c_high[l] (ties: lowest index); age = u = 0. Then, with ``clip`` >= 0,
-    the clamp of a rescaled layer: ``every_step`` (the kernel clamped every other entry of it
-    already) the entries the last step touched (the last batch B's non-zero inputs ``nz``/``nzc``),
-    the rescaled rows and the biases, or the whole layer (``on_rescale``, or ``whole``)."""
+    the clamp of a rescaled layer (the kernel clamped every other entry of it already): the entries
+    the last step touched (the last batch B's non-zero inputs ``nz``/``nzc``), the rescaled rows
+    and the biases, or the whole layer (``whole``: the step was a chunk's first)."""
     for l in range(L):
         if n_due[0, l] + n_due[1, l] == 0:
             continue
@@ -111,7 +112,7 @@ def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, every
                 rescaled[i] = True
         if clip < 0:
             continue
-        if whole or not every_step:
+        if whole:
             _clamp_row(theta, w0, n_in * H, clip)
         else:
             seg = 0 if l == 0 else layout[R_SIZES, 0] + layout[R_UOFF, l - 1]
@@ -131,6 +132,9 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
     LEARNER_CODE = LEARNER_ADAPTED
 
     def setup(self, pop) -> None:
+        if self.schedule != "per_step":
+            raise ValueError(f"schedule={self.schedule!r}: the kernel backend runs schedule=per_step only "
+                             f"(per_pass trains on the population engine)")
         super().setup(pop)
         self._kernel_setup(pop, ("age", "u"), self.rates["low"], self.rates["high"])
         self.factors_np = {side: c.cpu().numpy() for side, c in self.factors.items()}  # (K, L) in the dtype
@@ -145,8 +149,7 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
         super().kernel_flags(k, flags, hyper)
         clip = self.clip_bound(k)
-        flags[F_CLIP] = (CLIP_NONE if not math.isfinite(clip)
-                         else CLIP_EVERY_STEP if self.clip_mode == "every_step" else CLIP_ON_RESCALE)
+        flags[F_CLIP] = CLIP_EVERY_STEP if math.isfinite(clip) else CLIP_NONE
         hyper[H_CLIP] = clip
 
     def clip_bound(self, k: int) -> float:
@@ -162,6 +165,6 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
         clip = self.clip_bound(k)
         adapted_rescale(pop.layout.table, theta, self.lp[k], units[0, k], units[1, k], n_due,
                         self.factors_np["low"][k], self.factors_np["high"][k], clip if math.isfinite(clip) else -1.0,
-                        self.clip_mode == "every_step", whole, nz, nzc, B, pop.spec.num_hidden)
+                        whole, nz, nzc, B, pop.spec.num_hidden)
         self.counts["units_rescaled_low"][k] += n_due[0]
         self.counts["units_rescaled_high"][k] += n_due[1]

@@ -8,13 +8,15 @@ every ``util_type``, from the step's activations and the fused |w| sums).
 At an event (``KernelContinualBackprop.handle_event``), layer by layer as the engine does:
 Python draws with the member's own generators (REINIT: the fresh input weights via
 ``network.init_weight``; UTIL: the ``random`` utility), and the compiled ``cbp_replace`` does
-steps 6-8: the n eligible units with the smallest u_hat (ties: lowest index), fresh input row,
+steps 6-8: the n eligible units with the smallest u_hat (ties: lowest index), fresh input row
+(``reinit``: the layer's init distribution, or without the activation gain, [P]),
 bias 0, optional bias correction, outgoing weights 0, age = u = f = 0, momentum buffers 0, and
 recomputes exactly the |w| sums the replacement changed.
 
 ``KernelContinualBackprop`` IS the engine's ``ContinualBackprop`` (same hyperparameters,
 same checkpointed state, probes' ``utility_stats``, ``freeze``) with its per-unit state in
-the flat arrays the kernel reads.
+the flat arrays the kernel reads. The kernel runs the low-utility pass; [P]'s two-pass CBP
+(``high_replacement_rate`` > 0) trains on the torch engine (kernel/support.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from numba import njit
 
+from ...config import CBP_REINIT_GAIN
 from ...engine.learners.cbp import UTIL_TYPES, ContinualBackprop
 from ...network import init_weight
 from ..codes import F_ACCUMULATE, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP
@@ -222,6 +225,9 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
 
     def setup(self, pop) -> None:
         super().setup(pop)
+        if (self.rho_high > 0).any():
+            raise ValueError("high_replacement_rate > 0: the kernel backend runs CBP's one (low-utility) pass; "
+                             "the two-pass CBP trains on the population engine")
         self._kernel_setup(pop, ("age", "f", "u"), self.rho)
         self.util_code = UTIL_CODES[self.util_type]
         self.needs_in = self.util_type in NEEDS_IN_SUMS
@@ -269,7 +275,8 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
                 keys = torch.rand(H[l + 1], generator=self.util_gen[k]).to(pop.dtype).numpy()
             else:
                 keys = units[2, k, :0]
-            fresh = init_weight(pop.spec, l, self.reinit_gen[k], count).to(pop.dtype).numpy()
+            fresh = init_weight(pop.spec, l, self.reinit_gen[k], count, CBP_REINIT_GAIN[self.reinit])
+            fresh = fresh.to(pop.dtype).numpy()
             cbp_replace(pop.layout.table, theta, buf, self.lp[k], units[0, k], units[1, k], units[2, k], l, count,
                         keys, fresh, self.bias_correction, self.abs_sums[0], self.abs_sums[1], self.needs_in,
                         self.needs_out, pop.spec.num_hidden)
