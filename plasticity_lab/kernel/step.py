@@ -334,7 +334,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     out_o = layout[R_UOFF, L]
     alpha = hyper[H_ALPHA]
     fused = flags[F_MOMENTUM] == 0
-    clip_mode = flags[F_CLIP]
+    clip_kind = flags[F_CLIP]
     n_in0 = layout[R_SIZES, 0]
     zero = np.zeros(1, theta.dtype)[0]
     lpt = np.empty(lp.shape, theta.dtype)  # the learner's parameters in the network's dtype (as the engine)
@@ -365,7 +365,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
             event = adapted_decide(layout, lp, age, acc_a, acc_b, n_due, L)
         # every_step clip: fused into the update, except in a layer rescaled at this step (Python
         # rescales, then clamps it: SPEC 3.5's order)
-        clamp_now = clip_mode == CLIP_EVERY_STEP
+        clamp_now = clip_kind == CLIP_EVERY_STEP
         for l in range(L):
             rescaling[l] = event and learner == LEARNER_ADAPTED and n_due[0, l] + n_due[1, l] > 0
         # ---- forward, test-then-train (SPEC 1)
