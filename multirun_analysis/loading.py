@@ -8,10 +8,19 @@ optionally ``arrays/<name>.npz``. A run's settings are read from its
 
 ``load_runs`` returns one row per (run, task, metric, layer). See its docstring for
 the columns and for the ``df.attrs`` it fills in.
+
+Every metrics.csv is checked before it is used (``read_metrics``): the header, that every
+line is complete, that task and step are integers and every value a number, that every
+metric name is one a run writes, that no row repeats, and that the tasks it holds are
+those run.json promises. A run whose file fails is excluded with the reason; the file of
+an unfinished run cut mid-line (a partial copy of a running run) loses only that line, and
+the run is listed in ``df.attrs["problems"]``. Two runs with identical settings (seed included) are one run
+twice: the later one is excluded, so no seed counts twice. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -37,10 +46,26 @@ METRIC_COLUMNS = ["task", "step", "metric", "layer", "value"]
 #: Columns that describe one row of metrics.csv; every other column is run-level.
 ROW_COLUMNS = tuple(METRIC_COLUMNS)
 CHOICE_PREFIX = "choice."
+HEADER = ",".join(METRIC_COLUMNS)
+#: Every metric name a run writes (plasticity_lab/probes/__init__.py has their meaning); a test
+#: checks this against the names real runs write.
+KNOWN_METRICS = re.compile(
+    r"accuracy|loss|error|period_error|units_reset|units_rescaled_(low|high)"
+    r"|rank|effective_rank|approximate_rank|abs_approximate_rank|stable_rank"
+    r"|dead_units|dead_fraction|dormant_ratio|feature_norm|weight_magnitude|weight_norm"
+    r"|utility_(mean|median|min|max)|grad_rank|grad_cosine_mean|past_task_accuracy_(\d+|mean)"
+    r"|time_(inference|update)_b\d+|wall_time_task|probe_time"
+)
+#: The per-task metric whose rows say which tasks a run completed (image / regression datasets).
+TASK_METRICS = ("accuracy", "error")
 
 
 class NoRunsError(ValueError):
     """A path holds no run folders, or every run found was excluded."""
+
+
+class DamagedMetrics(ValueError):
+    """A metrics.csv that cannot be trusted; the message says what is wrong."""
 
 
 # --------------------------------------------------------------------------- YAML
@@ -130,7 +155,8 @@ def unflatten(flat: dict) -> dict:
 
 # ---------------------------------------------------------------------- finding
 def find_run_dirs(*paths) -> list[Path]:
-    """Every run folder (a folder containing ``run.json``) under ``paths``, sorted.
+    """Every run folder (a folder containing ``run.json``, or a ``metrics.csv`` whose run.json
+    is missing, reported later) under ``paths``, sorted.
 
     Raises NoRunsError naming the first path that does not exist or holds no run.
     """
@@ -145,7 +171,7 @@ def find_run_dirs(*paths) -> list[Path]:
             raise NoRunsError(f"{p}: no such file or directory")
         n = 0
         for dirpath, dirnames, filenames in os.walk(p):
-            if RUN_FILE in filenames:
+            if RUN_FILE in filenames or METRICS_FILE in filenames:
                 found.setdefault(os.path.realpath(dirpath), Path(dirpath))
                 n += 1
                 dirnames[:] = []  # a run folder holds no further runs
@@ -190,6 +216,9 @@ def read_run(path: Path, run_id: str | None = None) -> RunRecord:
     """Read run.json, .hydra/config.yaml and the Hydra choices of one run folder."""
     path = Path(path)
     rec = RunRecord(path=path, run_id=run_id or path.name, status="unknown")
+    if not (path / RUN_FILE).exists():
+        rec.problem = f"{RUN_FILE} missing (a partial copy?): the run's status and provenance are unknown"
+        return rec
     try:
         with open(path / RUN_FILE, "rb") as f:
             rec.info = json.load(f)
@@ -225,22 +254,75 @@ def read_run(path: Path, run_id: str | None = None) -> RunRecord:
     return rec
 
 
-def read_metrics(path: Path, metrics=None) -> pd.DataFrame:
-    """Read one metrics.csv (C parser), keeping only ``metrics`` when given."""
-    frame = pd.read_csv(
-        path,
-        engine="c",
-        dtype={"metric": str, "layer": str},
-        usecols=lambda c: c in ROW_COLUMNS,
-    )
-    missing = set(METRIC_COLUMNS) - set(frame.columns)
-    if missing:
-        raise ValueError(f"missing columns {sorted(missing)}")
-    if list(frame.columns) != METRIC_COLUMNS:
-        frame = frame[METRIC_COLUMNS]
+def read_metrics(path: Path, metrics=None, info: dict | None = None) -> tuple[pd.DataFrame, str | None]:
+    """Read and check one metrics.csv (C parser); ``info``: the run's run.json.
+
+    Returns the rows (only ``metrics`` when given) and a note when the file of an unfinished
+    run was cut mid-line (its last, incomplete line is dropped; a finished run's is damaged). Raises DamagedMetrics when the file cannot be
+    trusted (see the module docstring), FileNotFoundError when there is none.
+    """
+    data = Path(path).read_bytes()
+    note = None
+    if not data.strip():
+        raise DamagedMetrics("empty file")
+    header = data.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    if header != HEADER:
+        raise DamagedMetrics(f"header is {header[:80]!r}, expected {HEADER!r}")
+    if not data.endswith(b"\n"):
+        if (info or {}).get("status") in ("completed", "diverged"):
+            raise DamagedMetrics("ends mid-line although run.json says the run finished (a partial copy?)")
+        cut = data.rfind(b"\n") + 1
+        note = f"{METRICS_FILE} ends mid-line (a partial copy?): its last line {data[cut:][:60]!r} is dropped"
+        data = data[:cut]
+    try:
+        frame = pd.read_csv(io.BytesIO(data), engine="c", dtype={"metric": str, "layer": str},
+                            keep_default_na=False, na_values={"value": ["nan", "NaN", "-nan"]})
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DamagedMetrics(str(e).strip().splitlines()[-1]) from None
+    _check_rows(frame, info or {})
     if metrics is not None:
         frame = frame[frame["metric"].isin(metrics)]
-    return frame
+    return frame, note
+
+
+def _check_rows(frame: pd.DataFrame, info: dict) -> None:
+    """Types, names, repeats, and the tasks present against run.json (raises DamagedMetrics)."""
+    for col, kind in (("task", "i"), ("step", "i"), ("value", "f")):
+        if frame[col].dtype.kind not in (kind, "i"):
+            bad = pd.to_numeric(frame[col], errors="coerce").isna() & (frame[col].astype(str) != "nan")
+            row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            raise DamagedMetrics(f"line {row + 2}: {col} {str(frame[col].iloc[row])!r} is not "
+                                 f"{'an integer' if kind == 'i' else 'a number'}")
+    unknown = sorted(m for m in frame["metric"].unique() if not KNOWN_METRICS.fullmatch(str(m)))
+    if unknown:
+        raise DamagedMetrics(f"unknown metric name(s) {unknown[:5]}")
+    if frame.duplicated(["task", "metric", "layer"]).any():
+        row = frame[frame.duplicated(["task", "metric", "layer"])].iloc[0]
+        raise DamagedMetrics(f"repeated row for task {row['task']}, metric {row['metric']} {row['layer']}".rstrip())
+    main = next((m for m in TASK_METRICS if (frame["metric"] == m).any()), None)
+    if main is None:
+        return
+    rows = frame[frame["metric"] == main]
+    tasks = np.sort(rows["task"].to_numpy())
+    n = len(tasks)
+    if n and (tasks != np.arange(n)).any():
+        raise DamagedMetrics(f"the {main} rows are not tasks 0..{n - 1} in order of completion")
+    status, done = info.get("status"), info.get("tasks_completed")
+    diverged = info.get("diverged_at_task")
+    if status == "completed" and isinstance(info.get("num_tasks"), int) and n != info["num_tasks"]:
+        raise DamagedMetrics(f"holds {n} task(s) of {main}, but run.json says the run completed "
+                             f"{info['num_tasks']} (a partial copy?)")
+    if status == "diverged" and isinstance(diverged, int) and n not in (diverged, diverged + 1):
+        raise DamagedMetrics(f"holds {n} task(s) of {main}, but run.json says the run diverged in task {diverged}")
+    if status in ("running", "failed") and isinstance(done, int) and n < done:
+        raise DamagedMetrics(f"holds {n} task(s) of {main}, but run.json says {done} were completed "
+                             f"(a partial copy?)")
+    finite = np.isfinite(rows["value"].to_numpy())
+    if status == "diverged":
+        finite |= rows["task"].to_numpy() == diverged
+    if not finite.all():
+        task = int(rows["task"].to_numpy()[~finite][0])
+        raise DamagedMetrics(f"{main} of task {task} is not a finite number (run.json status {status})")
 
 
 def load_arrays(run_path, name: str) -> dict:
@@ -348,7 +430,10 @@ def load_runs(*paths, include=("completed",), metrics=None, ignore=()) -> pd.Dat
     ----------
     include : statuses to load ("completed", "running", "failed", "diverged", or
         "all"). Other runs are excluded, logged as a warning, and listed in
-        ``df.attrs["excluded"]`` (dicts with run_id, path, status, reason).
+        ``df.attrs["excluded"]`` (dicts with run_id, path, status, reason), as are runs
+        whose files are damaged or missing and repeats of a run (``read_metrics``).
+        Runs loaded with a file cut mid-line are listed in ``df.attrs["problems"]``
+        (dicts with run_id, path, status, problem).
     metrics : names of metrics to keep (default: all).
     ignore : config keys (or Hydra groups) to leave out of columns and conditions.
 
@@ -367,6 +452,8 @@ def load_runs(*paths, include=("completed",), metrics=None, ignore=()) -> pd.Dat
     def exclude(rec: RunRecord, reason: str):
         excluded.append({"run_id": rec.run_id, "path": str(rec.path), "status": rec.status, "reason": reason})
 
+    problems: list[dict] = []
+    loaded: list[tuple[RunRecord, pd.DataFrame, str | None]] = []
     for d in dirs:
         rec = read_run(d, Path(os.path.relpath(d.resolve(), root)).as_posix())
         if rec.problem:
@@ -381,16 +468,36 @@ def load_runs(*paths, include=("completed",), metrics=None, ignore=()) -> pd.Dat
             exclude(rec, reason)
             continue
         try:
-            frame = read_metrics(d / METRICS_FILE, metrics)
+            frame, note = read_metrics(d / METRICS_FILE, metrics, rec.info)
         except FileNotFoundError:
             exclude(rec, f"no {METRICS_FILE}")
             continue
-        except (ValueError, pd.errors.ParserError) as e:
-            exclude(rec, f"{METRICS_FILE} unreadable: {e}")
+        except DamagedMetrics as e:
+            exclude(rec, f"{METRICS_FILE} damaged: {e}")
             continue
+        loaded.append((rec, frame, note))
+
+    kept: dict = {}  # settings (seed included) -> the one run kept: finished before unfinished, then path order
+    rank = {"completed": 3, "diverged": 2, "running": 1, "failed": 0}
+    for rec, frame, note in sorted(loaded, key=lambda x: rank.get(x[0].status, -1), reverse=True):
+        settings = _freeze(rec.config)
+        if settings in kept:
+            exclude(rec, f"same settings (seed included) as {kept[settings]}: the same run twice")
+            continue
+        kept[settings] = rec.run_id
+    for rec, frame, note in loaded:
+        if kept.get(_freeze(rec.config)) != rec.run_id:
+            continue
+        if note:
+            problems.append({"run_id": rec.run_id, "path": str(rec.path), "status": rec.status, "problem": note})
         records.append(rec)
         frames.append(frame)
 
+    for e in excluded:
+        if e["reason"].startswith((f"{METRICS_FILE} damaged", f"{RUN_FILE} ", "same settings", ".hydra")):
+            log.warning("run %s excluded: %s", e["run_id"], e["reason"])
+    for p in problems:
+        log.warning("run %s: %s", p["run_id"], p["problem"])
     if excluded:
         by_status: dict[str, int] = {}
         for e in excluded:
@@ -432,6 +539,7 @@ def load_runs(*paths, include=("completed",), metrics=None, ignore=()) -> pd.Dat
         n_runs=len(records),
         include=list(include),
         excluded=excluded,
+        problems=problems,
         **facts,
     )
     return df

@@ -127,6 +127,10 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
     if excluded:
         w.add(f"## Excluded runs ({len(excluded)})", "", "| run | status | reason |", "|:---|:---|:---|",
               *[f"| `{e['run_id']}` | {e['status']} | {e['reason'].replace('|', '/')} |" for e in excluded], "")
+    problems = df.attrs.get("problems", [])
+    if problems:
+        w.add(f"## Runs loaded with a problem ({len(problems)})", "", "| run | status | problem |", "|:---|:---|:---|",
+              *[f"| `{p['run_id']}` | {p['status']} | {p['problem'].replace('|', '/')} |" for p in problems], "")
     constant = df.attrs.get("constant", {})
     if constant:
         w.add("<details><summary>Settings shared by all runs</summary>", "",

@@ -1,15 +1,22 @@
-"""OmegaConf resolvers the config tree uses.
+"""What the project adds to Hydra: the ``${unique:}`` resolver, a check of the config before
+Hydra creates the run folder, and the one-line failures of ``train.py``.
 
 ``${unique:}`` is a short random id, the same for the whole process: it goes into the
 run and sweep folder names, so two runs or sweeps started in the same second never share
 (or overwrite) a folder.
+
+A bad value, a refused folder or a bad launcher setting ends ``train.py`` with one line,
+``error: <what, naming the key or file, and what to do>``, and exit status 2 (``fail``).
 """
 
 from __future__ import annotations
 
 import secrets
+import sys
+from typing import Any, NoReturn
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 _PROCESS_ID = secrets.token_hex(3)
 
@@ -17,3 +24,24 @@ _PROCESS_ID = secrets.token_hex(3)
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("unique"):
         OmegaConf.register_new_resolver("unique", lambda: _PROCESS_ID, use_cache=True)
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with ``error: <message>`` on stderr (each line of it) and exit status 2."""
+    print("\n".join(f"error: {line}" for line in message.splitlines()), file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+class ValidateBeforeStart(Callback):
+    """``hydra.callbacks``: validate a single run's config before Hydra creates its folder, so a
+    bad value leaves nothing behind (a sweep's jobs are all validated first by the sweeper)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .config import ConfigError
+        from .run import validate
+
+        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            validate(task)
+        except ConfigError as err:
+            fail(str(err))

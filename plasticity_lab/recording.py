@@ -4,7 +4,9 @@
 population id, times, git commit, package versions, device and Hydra choices.
 ``metrics.csv`` is tidy long format ``task,step,metric,layer,value`` (layer empty for
 network-level metrics). Both are replaced atomically (write a temporary file in the
-same folder, fsync, ``os.replace``), so a reader or a crash never sees half a file.
+same folder, fsync, ``os.replace``), so a reader or a crash never sees half a file, and
+both are rewritten at every flush (metrics first), so run.json's ``tasks_completed`` is
+never more than metrics.csv holds, and at most one flush behind it after a kill.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from . import faults
 
 FORMAT_VERSION = 1
 METRICS_HEADER = ("task", "step", "metric", "layer", "value")
@@ -40,6 +44,7 @@ def atomic_write(path: Path, write, binary: bool = False) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        faults.point("atomic_write")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -109,7 +114,8 @@ class RunRecorder:
         self.rows.append((task, step, metric, layer, value))
 
     def flush(self, force: bool = False) -> None:
-        """Rewrite metrics.csv atomically, at most every ``flush_seconds`` unless forced."""
+        """Rewrite metrics.csv, then run.json (progress so far), atomically, at most every
+        ``flush_seconds`` unless forced."""
         if not force and time.monotonic() - self._last_flush < self.flush_seconds:
             return
         buf = io.StringIO()
@@ -117,15 +123,13 @@ class RunRecorder:
         writer.writerow(METRICS_HEADER)
         writer.writerows((t, s, m, l, repr(float(v))) for t, s, m, l, v in self.rows)
         atomic_write_text(self.out_dir / "metrics.csv", buf.getvalue())
+        faults.point("flush")
+        self._write_info()
         self._last_flush = time.monotonic()
 
-    def update(self, **fields) -> None:
-        self.info.update(fields)
-        self._write_info()
-
     def finish(self, status: str, **fields) -> None:
+        self.info.update(status=status, end_time=now_iso(), **fields)
         self.flush(force=True)
-        self.update(status=status, end_time=now_iso(), **fields)
 
     def _write_info(self) -> None:
         atomic_write_text(self.run_json, json.dumps(self.info, indent=2, default=str) + "\n")

@@ -7,7 +7,9 @@ writes its own run folder exactly as it would alone. The loop is short on purpos
 per member the task's online accuracy and mean loss (test-then-train, SPEC 1), mark
 members whose loss went non-finite as diverged (the others go on), and flush the files.
 At the start of a task (at most every ``checkpoint_seconds``) each member's state is
-checkpointed; re-running the same command resumes from there (checkpoint.py).
+checkpointed; re-running the same command resumes from there (checkpoint.py). A member's
+folder is locked while it trains, and what it already holds decides whether it starts,
+resumes, is left alone or is refused (run_folder.py).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import checkpoint, summary
+from . import checkpoint, faults, run_folder, summary
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream, shuffled_split
@@ -35,20 +38,24 @@ from .engine import Population
 from .engine.learners import LEARNER_CLASSES, learner_from_settings
 from .engine.state import load_member_states, member_state
 from .probes import NullProbes, build_probes
-from .recording import RunRecorder, atomic_write_text, git_state, package_versions
+from .hydra_setup import fail
+from .recording import RunRecorder, git_state, package_versions
 from .reference import ReferencePopulation
+from .run_folder import RunFolderError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class MemberJob:
-    """One member: its composed config, its run folder and its Hydra provenance."""
+    """One member: its composed config, its run folder and its Hydra provenance (``hydra``: the
+    job's ``hydra`` node, recorded as .hydra/hydra.yaml; None for runs started from Python)."""
 
     cfg: DictConfig
     out_dir: Path
     choices: dict = field(default_factory=dict)
     overrides: list = field(default_factory=list)
+    hydra: DictConfig | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,6 +65,13 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r}: CUDA is not available on this machine")
     return device
+
+
+def validate(cfg: DictConfig) -> RunSettings:
+    """Everything checked before a run folder is touched: the config values and the device."""
+    settings = parse_config(cfg)
+    resolve_device(settings.device)
+    return settings
 
 
 def build_backend(settings: list[RunSettings], device, dtype):
@@ -96,13 +110,27 @@ def _why_backend(s: RunSettings) -> str:
 def run(cfg: DictConfig) -> float:
     """Train the single Hydra job ``cfg`` into Hydra's output folder; returns its mean accuracy
     (regression datasets: its mean squared error). A single run (not a sweep's job: the sweep
-    prints one summary of its own) logs its projected time and a summary line."""
+    prints one summary of its own) logs its projected time and a summary line. A bad value or a
+    folder that must not be used is one line on stderr and exit status 2, with no new folder
+    left behind."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    job = MemberJob(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), list(hc.overrides.task))
-    info = run_population([job], announce=hc.mode == RunMode.RUN)[0]
+    job = MemberJob(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), list(hc.overrides.task),
+                    HydraConfig.instance().cfg)
+    try:
+        info = run_population([job], announce=hc.mode == RunMode.RUN)[0]
+    except (ConfigError, RunFolderError) as err:
+        run_folder.remove_if_unused(job.out_dir)
+        hint = ""
+        if hc.mode == RunMode.MULTIRUN and isinstance(err, RunFolderError) and "run with other settings" in str(err):
+            hint = (f" (this launcher puts job #{hc.job.num} in folder {hc.job.num} whatever it holds; to extend "
+                    f"or change a sweep, re-launch it with hydra/launcher=population, which matches jobs to "
+                    f"folders by their settings, or use a new hydra.sweep.dir)")
+        if os.environ.get("SUBMITIT_EXECUTOR"):  # a submitit job: its launcher collects the error
+            raise type(err)(f"{err}{hint}") from None
+        fail(f"{err}{hint}")
     return info["mean_error"] if "mean_error" in info else info["mean_accuracy"]
 
 
@@ -110,75 +138,73 @@ def run_population(members: list[MemberJob], population_id: str | None = None,
                    announce: bool = False) -> list[dict]:
     """Train ``members`` in lockstep; returns one summary dict per member (also in run.json).
 
-    Members whose folders hold a checkpoint resume from it; finished members are left alone
-    (plasticity_lab/checkpoint.py says which folder state leads to what). ``announce``: log the
-    projected training time after the first task and one summary line per member at the end
-    (summary.py).
+    Every member's folder is locked for the whole run; what it already holds decides what
+    happens (run_folder.inspect): finished members are left alone, members with a checkpoint
+    resume from it, the rest start fresh. Refusals come before anything is written. Members
+    at different tasks (a population killed during its checkpoint round) train as one
+    population per task, one after another: members are independent, so the results are
+    those of one population. ``announce``: log the projected training time after the first
+    task and one summary line per member at the end (summary.py).
     """
-    settings = [parse_config(m.cfg) for m in members]
+    settings = [validate(m.cfg) for m in members]
     shared = population_key(settings[0])
     for m, s in zip(members, settings):
         if population_key(s) != shared:
             raise ConfigError(f"{m.out_dir}: this member differs from the first in a setting that cannot vary "
                               f"within a population (only {', '.join(VECTORISABLE)} may)")
-    priors = [checkpoint.inspect(m.out_dir) for m in members]  # refuses before anything is written
-    results = [p.info if p.kind == "finished" else None for p in priors]
-    live = [k for k, p in enumerate(priors) if p.kind != "finished"]
-    if not live:
-        log.info("every member has already finished: nothing to train")
-        if announce:
-            for m, info in zip(members, results):
-                log.info(summary.run_line(info, m.out_dir, unit=_unit(settings[0])))
-        return results
-    start_task = _resume_point([members[k] for k in live], [settings[k] for k in live], [priors[k] for k in live])
-    infos = _run_live([members[k] for k in live], [settings[k] for k in live], [priors[k] for k in live],
-                      start_task, population_id or members[0].out_dir.name, announce)
-    for k, info in zip(live, infos):
-        results[k] = info
+    with run_folder.RunLocks([m.out_dir for m in members]) as locks:
+        try:
+            priors = [run_folder.inspect(m.out_dir, run_folder.config_record(m.cfg), _settings_record(s))
+                      for m, s in zip(members, settings)]
+        except RunFolderError:
+            locks.remove_unused()
+            raise
+        results = [p.info if p.kind == "finished" else None for p in priors]
+        groups: dict[tuple[bool, int], list[int]] = {}  # (resumed, start task) -> members
+        for k, (m, p) in enumerate(zip(members, priors)):
+            run_folder.remove_temporaries(m.out_dir)
+            if p.kind == "finished":
+                checkpoint.remove(m.out_dir)  # a kill between the last run.json and its removal
+                continue
+            if p.start_over:
+                log.info(p.start_over)
+                run_folder.start_over(m.out_dir)
+            groups.setdefault((p.kind == "resume", p.start_task), []).append(k)
+        if not groups:
+            log.info("every member has already finished: nothing to train")
+            if announce:
+                for m, info in zip(members, results):
+                    log.info(summary.run_line(info, m.out_dir, unit=_unit(settings[0])))
+        for (resumed, start_task), idx in sorted(groups.items()):
+            if len(groups) > 1:
+                log.info("members %s %s at task %d", idx, "resume" if resumed else "start", start_task)
+            infos = _run_live([members[k] for k in idx], [settings[k] for k in idx], [priors[k] for k in idx],
+                              resumed, start_task, population_id or members[0].out_dir.name, idx, len(members),
+                              announce)
+            for k, info in zip(idx, infos):
+                results[k] = info
     return results
-
-
-RESUME_MAY_CHANGE = ("progress_bar", "metrics_flush_seconds", "checkpoint_seconds", "num_threads", "device")
 
 
 def _settings_record(s: RunSettings) -> dict:
     """What a checkpoint remembers of the settings, to refuse resuming under different ones."""
-    record = json.loads(json.dumps(dataclasses.asdict(s), default=str))
-    return {k: v for k, v in record.items() if k not in RESUME_MAY_CHANGE}
-
-
-def _resume_point(members: list[MemberJob], settings: list[RunSettings], priors) -> int:
-    """The task the live members start at: 0, or the common task of their checkpoints."""
-    kinds = {p.kind for p in priors}
-    if kinds == {"fresh"}:
-        return 0
-    if kinds != {"resume"}:
-        raise ValueError("a population cannot mix fresh members with members resuming from a checkpoint: "
-                         + ", ".join(f"{m.out_dir} ({p.kind})" for m, p in zip(members, priors)))
-    for m, s, p in zip(members, settings, priors):
-        before, now = p.state["settings"], _settings_record(s)
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        if changed:
-            raise ConfigError(f"{m.out_dir}: cannot resume, the settings changed since the checkpoint "
-                              f"({', '.join(changed)}); use a new output folder")
-    tasks = {p.state["next_task"] for p in priors}
-    if len(tasks) > 1:
-        raise ValueError(f"members' checkpoints are at different tasks {sorted(tasks)}; resume them separately")
-    return tasks.pop()
+    return run_folder.comparable(json.loads(json.dumps(dataclasses.asdict(s), default=str)))
 
 
 def _unit(s: RunSettings) -> str:
     return "bins" if s.dataset.is_regression else "tasks"
 
 
-def _run_live(members, settings, priors, start_task: int, population_id: str, announce: bool = False) -> list[dict]:
+def _run_live(members, settings, priors, resumed: bool, start_task: int, population_id: str, indices: list[int],
+              population_size: int, announce: bool = False) -> list[dict]:
+    """Train live members that all start at ``start_task``, fresh or (``resumed``) from their checkpoints;
+    ``indices``: their places in the population as launched."""
     started = time.monotonic()
     s0 = settings[0]
     device = resolve_device(s0.device)
     dtype = getattr(torch, s0.dtype)
     if s0.num_threads:
         torch.set_num_threads(s0.num_threads)
-    resumed = start_task > 0 or priors[0].kind == "resume"
     if resumed:
         recorders = [RunRecorder(m.out_dir, p.state["info"], s0.metrics_flush_seconds) for m, p in zip(members, priors)]
         for r, p in zip(recorders, priors):
@@ -189,19 +215,17 @@ def _run_live(members, settings, priors, start_task: int, population_id: str, an
         commit, dirty = git_state()
         recorders = [
             RunRecorder(m.out_dir, {
-                "seed": s.seed, "member_index": k, "population_id": population_id, "population_size": len(members),
+                "seed": s.seed, "member_index": k, "population_id": population_id, "population_size": population_size,
                 "num_tasks": s.num_tasks, "tasks_completed": 0, "diverged_at_task": None, "error": None,
                 "git_commit": commit, "git_dirty": dirty, "versions": package_versions(),
                 "device": str(device), "backend": s.backend_used,
                 "choices": m.choices, "overrides": m.overrides,
             }, s0.metrics_flush_seconds)
-            for k, (m, s) in enumerate(zip(members, settings))
+            for k, m, s in zip(indices, members, settings)
         ]
         for m, r in zip(members, recorders):
+            run_folder.write_record(m.out_dir, m.cfg, m.hydra, m.overrides)
             r.start()
-            hydra_dir = m.out_dir / ".hydra"
-            if not (hydra_dir / "config.yaml").exists():  # runs started from Python describe themselves too
-                atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(m.cfg))
     status = ["running"] * len(members)
     try:
         stream, images, labels = build_stream(settings, device, dtype)
@@ -278,6 +302,7 @@ class _Training:
                     "accuracies": self.accuracies[k], "backend": self.backend.member_state(k),
                     "period_sum": float(self.period_sum[k]),
                     "probes": member_state(self.probes, k, K)})
+                faults.point("checkpoint")
         self._last_checkpoint = time.monotonic()
 
     def train(self, start_task: int, resumed: bool) -> None:
@@ -298,6 +323,7 @@ class _Training:
             else:
                 for x, y in stream.chunks(task, s.batch_size):
                     backend.train(x, y, s.batch_size)
+                    faults.point("chunk")
                 totals = backend.take_totals()
             seconds = time.perf_counter() - tic
             self.training_seconds += seconds
@@ -335,6 +361,7 @@ class _Training:
             while start < x.shape[1]:  # cut the chunk at period boundaries
                 end = min(x.shape[1], start + P - (done % P))
                 backend.train(x[:, start:end], y[:, start:end], s.batch_size)
+                faults.point("chunk")
                 loss, _ = backend.take_totals()
                 bin_sum += loss
                 self.period_sum += loss
@@ -374,6 +401,7 @@ class _Training:
                 checkpoint.remove(self.out_dirs[k])
             else:
                 r.info["tasks_completed"] = task + 1
+                r.info["last_error" if self.regression else "last_accuracy"] = acc
                 r.flush()
 
 

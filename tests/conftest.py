@@ -8,6 +8,8 @@ with the reason, except under ``CI=true``, where it fails (CI must have every fi
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,15 @@ def coin_draws(monkeypatch):
     monkeypatch.setattr(seeding.UniformStream, "next", counted)
     monkeypatch.setattr(seeding.UniformStream, "skip", counted_skip)
     return calls
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A SLURM cluster that answers (scripts/slurm_cluster.sh start); skip outside CI, fail in CI."""
+    ok = shutil.which("sinfo") and subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                                                  timeout=30).stdout.strip() in ("idle", "mixed", "allocated")
+    if not ok:
+        missing_data("no SLURM cluster answers (run: sudo scripts/slurm_cluster.sh start; .ci/run starts one)")
 
 
 def compose_config(*overrides: str):

@@ -40,11 +40,12 @@ def sweep(tmp_path):
                 write_run(root / str(job), _cfg(seed, learner, rate), _metrics(seed / 100),
                           choices={"learner": learner, "activation": "relu"})
                 job += 1
-    write_run(root / "90", _cfg(0), {"accuracy": [0.5, 0.4]}, status="running",
+    # seeds of their own: a run with the same settings as another is the same run twice
+    write_run(root / "90", _cfg(10), {"accuracy": [0.5, 0.4]}, status="running",
               choices={"learner": "cbp", "activation": "relu"})
-    write_run(root / "91", _cfg(1), {"accuracy": [0.5]}, status="failed",
+    write_run(root / "91", _cfg(11), {"accuracy": [0.5]}, status="failed",
               error="Traceback ...\nRuntimeError: CUDA out of memory", choices={"learner": "cbp", "activation": "relu"})
-    write_run(root / "92", _cfg(2), {"accuracy": [0.5, np.nan]}, status="diverged", diverged_at_task=1,
+    write_run(root / "92", _cfg(12), {"accuracy": [0.5, np.nan]}, status="diverged", diverged_at_task=1,
               choices={"learner": "cbp", "activation": "relu"})
     return root
 

@@ -19,7 +19,7 @@ def test_load_1000_runs(tmp_path):
     rng = np.random.default_rng(0)
     rates = (1e-3, 1e-4, 1e-5, 1e-6)
     for i in range(N_RUNS):
-        cfg = {"seed": i % 5, "num_tasks": N_TASKS,
+        cfg = {"seed": i, "num_tasks": N_TASKS,  # every run its own settings (equal ones would be one run twice)
                "learner": {"name": "cbp", "replacement_rate": rates[i % 4], "c_low": float(i // 20 % 10)},
                "network": {"width": 100, "depth": 3, "activation": "relu"}}
         write_run(tmp_path / "multirun" / f"{i // 100}" / f"{i}", cfg,

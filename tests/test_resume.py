@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_config
-from plasticity_lab.config import ConfigError
+from plasticity_lab import checkpoint
 from plasticity_lab.engine import Population
 from plasticity_lab.kernel import KernelPopulation
 from plasticity_lab.run import MemberJob, run_population
+from plasticity_lab.run_folder import RunFolderError
 
 pytestmark = pytest.mark.data
 TIMED = ("time_", "wall_time", "probe_time")  # wall-clock measurements differ between any two runs
@@ -87,8 +88,36 @@ def test_resume_refuses_changed_settings(tmp_path, mnist_root, monkeypatch):
         _interrupt_at(m, task_calls=2)
         with pytest.raises(Interrupt):
             run_population([_job(tmp_path, "run", "seed=0")])
-    with pytest.raises(ConfigError, match="optimizer"):
+    with pytest.raises(RunFolderError, match=r"optimizer.step_size: recorded 0.003, now 0.01\)"):
         run_population([_job(tmp_path, "run", "seed=0", "optimizer.step_size=0.01")])
+
+
+@pytest.mark.slow
+def test_population_killed_during_its_checkpoint_round_resumes_with_the_same_call(tmp_path, mnist_root, monkeypatch):
+    """Members' checkpoints at different tasks (issue 10, item 2): each resumes from its own, re-packed."""
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    variants = [("seed=0",), ("seed=1", "optimizer.step_size=0.01"), ("seed=2",)]
+    run_population([_job(tmp_path, f"ref{k}", *v) for k, v in enumerate(variants)])
+    saves = {"n": 0}
+    original = checkpoint.save
+
+    def save(out_dir, state):
+        saves["n"] += 1
+        if saves["n"] == 3 * 2 + 3:  # the round at the start of task 2: members 0 and 1 saved, not member 2
+            raise Interrupt()
+        return original(out_dir, state)
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", save)
+        with pytest.raises(Interrupt):
+            run_population([_job(tmp_path, f"run{k}", *v) for k, v in enumerate(variants)])
+    tasks = [torch.load(tmp_path / f"run{k}" / "checkpoint.pt", weights_only=False)["next_task"] for k in range(3)]
+    assert tasks == [2, 2, 1]
+    infos = run_population([_job(tmp_path, f"run{k}", *v) for k, v in enumerate(variants)])
+    for k in range(3):
+        assert (tmp_path / f"run{k}" / "metrics.csv").read_bytes() == (tmp_path / f"ref{k}" / "metrics.csv").read_bytes()
+        assert infos[k]["status"] == "completed" and infos[k]["resumes"] == 1
+        assert infos[k]["member_index"] == k and infos[k]["population_size"] == 3
 
 
 @pytest.mark.slow

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config
 from plasticity_lab.config import ConfigError
 from plasticity_lab.run import MemberJob, run_population
+from plasticity_lab.run_folder import RunFolderError
 
 
 def _metrics(folder: Path):
@@ -158,13 +160,15 @@ def test_rerun_leaves_finished_members_untouched(tmp_path, mnist_root, monkeypat
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
 
 
-def test_refuses_a_started_folder_without_checkpoint(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "run.json").write_text(json.dumps({"status": "failed"}))
-    with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        run_population([_job(tmp_path, "b"), _job(tmp_path, "a")])
-    assert json.loads((tmp_path / "a" / "run.json").read_text()) == {"status": "failed"}
-    assert not (tmp_path / "b").exists()
+def test_refuses_a_folder_with_completed_tasks_but_no_checkpoint(tmp_path):
+    a = _job(tmp_path, "a")
+    (tmp_path / "a" / ".hydra").mkdir(parents=True)
+    (tmp_path / "a" / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(a.cfg))
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"status": "failed", "tasks_completed": 3}))
+    with pytest.raises(RunFolderError, match="stopped after 3 task.*without the checkpoint.pt to resume from"):
+        run_population([_job(tmp_path, "b"), a])
+    assert json.loads((tmp_path / "a" / "run.json").read_text()) == {"status": "failed", "tasks_completed": 3}
+    assert not (tmp_path / "b").exists()  # refused before anything was written: no new folder either
 
 
 def test_missing_data_fails_clearly_and_marks_run_failed(tmp_path, monkeypatch):

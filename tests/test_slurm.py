@@ -1,12 +1,12 @@
 """Sweeps on a real SLURM cluster through submitit (scripts/slurm_cluster.sh starts one; CI does).
 
-Outside CI these tests skip when no cluster answers; in CI (CI=true) a missing cluster fails them.
+Outside CI these tests skip when no cluster answers; in CI (CI=true) a missing cluster fails them
+(the ``slurm`` fixture, conftest.py).
 """
 
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,16 +16,6 @@ import pytest
 from conftest import ROOT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.data]
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    ok = shutil.which("sinfo") and subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                                                  timeout=30).stdout.strip() in ("idle", "mixed", "allocated")
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no SLURM cluster answers; .ci/run starts one with scripts/slurm_cluster.sh start")
-        pytest.skip("no SLURM cluster (run: sudo scripts/slurm_cluster.sh start)")
 
 
 def _sweep(tmp_path, mnist_root, *args):
