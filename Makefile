@@ -14,10 +14,10 @@ ifeq ($(origin PLASTICITY_LAB_DATA), undefined)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train smoke test bench mutants analyze clean
+.PHONY: help install train smoke test bench mutants analyze reproduce-list reproduction-report clean
 
 help:  ## show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-19s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,17 @@ bench: install  ## engine speed vs a naive per-example nn.Module loop (prints st
 analyze: install  ## report (tables + figures) for a sweep: make analyze SWEEP=multirun/2026-11-21/12-00-00-abc123
 	@test -n "$(SWEEP)" || { echo "usage: make analyze SWEEP=<run or sweep folder(s)>"; exit 2; }
 	$(PY) -m multirun_analysis report $(SWEEP) $(ARGS)
+
+# The papers' experiments (multirun_analysis/reproduction/targets.py holds the one table of them).
+SCALE ?= full
+reproduce-%: install  ## run a paper's experiment into reproduction/<name>/ (SCALE=full|reduced|smoke; make reproduce-list)
+	$(PY) -m plasticity_lab.reproduce run $* --scale $(SCALE) $(ARGS)
+
+reproduce-list: install  ## the reproduction targets, most important first
+	$(PY) -m plasticity_lab.reproduce list
+
+reproduction-report: install  ## docs/REPRODUCTION.md and its figures from the runs under reproduction/
+	$(PY) -m multirun_analysis reproduction reproduction --out docs $(ARGS)
 
 clean:  ## remove caches (keeps outputs/ and multirun/)
 	rm -rf .pytest_cache $(shell find . -name __pycache__ -not -path './$(VENV)/*')

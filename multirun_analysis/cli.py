@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .loading import STATUSES, NoRunsError
 
-SUBCOMMANDS = ("report", "table", "plot", "best")
+SUBCOMMANDS = ("report", "table", "plot", "best", "reproduction")
 
 DESCRIPTION = """\
 From any set of runs to the papers' figures and tables.
@@ -37,6 +37,7 @@ examples:
   python -m multirun_analysis plot multirun/ --kind curves --metric effective_rank --out figs/
   python -m multirun_analysis plot multirun/ --kind grid --x learner.c_low --y learner.c_high
   python -m multirun_analysis best multirun/ --by last15 -q     # prints only the overrides
+  python -m multirun_analysis reproduction reproduction/ --out docs   # docs/REPRODUCTION.md (make reproduction-report)
 """
 
 
@@ -111,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="how many of the ranking to show (default: 5)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the override string")
     p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("reproduction", help="docs/REPRODUCTION.md from the runs of the reproduction targets",
+                       description="Write REPRODUCTION.md and its figures (reproduction/*.png) into --out from the "
+                                   "runs of every `make reproduce-<name>` target under ROOT: per experiment the "
+                                   "command, the scale that ran, the paper's table, figures and each claim's verdict "
+                                   "by an explicit rule. Targets without runs are listed as not run.")
+    p.add_argument("root", nargs="?", type=Path, default=Path("reproduction"),
+                   help="folder of the reproduction targets' runs (default: reproduction)")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="folder of the document (default: docs)")
+    p.add_argument("--scale", choices=["full", "reduced", "smoke"],
+                   help="report this scale (default: per target the largest that holds runs)")
+    p.set_defaults(func=cmd_reproduction)
     return parser
 
 
@@ -193,6 +206,13 @@ def cmd_best(args) -> int:
     print(b.ranking[cols].head(args.top).to_string(index=False))
     print()
     print(b)
+    return 0
+
+
+def cmd_reproduction(args) -> int:
+    from .reproduction.document import build_document
+
+    print(f"written {build_document(args.root, args.out, args.scale)}")
     return 0
 
 

@@ -36,11 +36,13 @@ import multirun_analysis
 from multirun_analysis import cli, conditions, grid, loading, names, plots, report, summaries, synthetic, tables
 from multirun_analysis.report import build_report
 from multirun_analysis.synthetic import write_run
+from multirun_analysis.reproduction import claims, document, rules, targets
 
 root = sys.argv[1]
 for seed in range(2):
     write_run(f"{root}/r{seed}", {"seed": seed, "learner": {"name": "bp"}}, {"accuracy": np.full(5, 0.5)})
 build_report([root], out=f"{root}/report")
+document.build_document(f"{root}/reproduction", f"{root}/docs")
 print("attempts:", attempts)
 print("torch loaded:", "torch" in sys.modules)
 """
@@ -54,3 +56,4 @@ def test_no_torch_import(tmp_path):
     assert "attempts: []" in result.stdout
     assert "torch loaded: False" in result.stdout
     assert (tmp_path / "report" / "report.md").is_file()
+    assert (tmp_path / "docs" / "REPRODUCTION.md").is_file()
