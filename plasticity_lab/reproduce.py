@@ -353,28 +353,34 @@ def run_target(name: str, scale: str, root: Path = DEFAULT_ROOT, extra: list[str
     record = scale_dir / PROVENANCE
     _record(record, entry)
     tic = time.monotonic()
-    status = 0
+    status = None
+    try:
+        status = _run_sweeps(t, scale, plans, scale_dir, log)
+    finally:  # also on Ctrl-C: the record says how this invocation ended
+        entry.update(end_time=now_iso(), exit_status=status, wall_seconds=time.monotonic() - tic,
+                     status={None: "interrupted", 0: "completed"}.get(status, "failed"))
+        _record(record, entry)
+    log(f"{t.name} ({scale}) {'finished' if not status else 'stopped'} after "
+        f"{format_duration(time.monotonic() - tic)}; runs in {scale_dir}; "
+        "docs/REPRODUCTION.md: make reproduction-report")
+    return status
+
+
+def _run_sweeps(t: Target, scale: str, plans: list[SweepPlan], scale_dir: Path, log) -> int:
+    """The target's multiruns one after another, then the report of all their runs; the exit status."""
     for plan in plans:
         log(f"running {plan.sweep.label}: {shlex.join(['python', 'train.py', *plan.command[2:]])}")
         status = subprocess.run(plan.command, cwd=REPO).returncode
         if status:
             log(f"sweep {plan.sweep.label} ended with exit status {status}; the same command resumes it: "
                 f"{t.command(scale)}")
-            break
-    if not status:
-        report = scale_dir / REPORT_DIR
-        if report.exists():
-            shutil.rmtree(report)  # this command's own output, regenerated from all runs
-        from multirun_analysis.cli import main as analysis
+            return status
+    report = scale_dir / REPORT_DIR
+    if report.exists():
+        shutil.rmtree(report)  # this command's own output, regenerated from all runs
+    from multirun_analysis.cli import main as analysis
 
-        status = analysis(["report", *map(str, (p.sweep_dir for p in plans)), "--out", str(report)])
-    entry.update(end_time=now_iso(), exit_status=status, wall_seconds=time.monotonic() - tic,
-                 status="completed" if not status else "failed")
-    _record(record, entry)
-    log(f"{t.name} ({scale}) {'finished' if not status else 'stopped'} after "
-        f"{format_duration(time.monotonic() - tic)}; runs in {scale_dir}; "
-        "docs/REPRODUCTION.md: make reproduction-report")
-    return status
+    return analysis(["report", *map(str, (p.sweep_dir for p in plans)), "--out", str(report)])
 
 
 # ------------------------------------------------------------------------------ CLI

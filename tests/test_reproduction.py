@@ -221,6 +221,7 @@ def test_the_document_reports_what_ran_from_the_runs_and_lists_the_rest_as_not_r
     section = text[text.index("## `purice-main-relu`"):text.index("## `purice-main-tanh`")]
     assert "| Tasks per run | 40 |" in section  # the runs' config, not the target's 500
     assert "| Scale | **full**" in section and "500 tasks x 10,000 MNIST training images" in section
+    assert "| Examples per task | 10,000 (subset fixed, shuffle_seed 0) |" in section
     assert "| Seeds | 0, 1, 2 (3 per condition) |" in section
     assert "| Runs | 15 completed and loaded |" in section
     assert "| Network-steps trained | 6,000,000 |" in section  # 15 runs x 40 tasks x 10,000 steps (metrics' step)
@@ -260,3 +261,18 @@ def test_the_analysis_cli_writes_the_document(tmp_path):
     _synthetic_target(root)
     assert main(["reproduction", str(root), "--out", str(docs)]) == 0
     assert (docs / "REPRODUCTION.md").is_file()
+
+
+def test_figures_stay_small_at_the_papers_length(tmp_path):
+    """[J]'s 10 conditions x 3 seeds x 1,100 noisy tasks: the embedded PNG stays under 100 KB."""
+    from multirun_analysis import load_runs, plots
+
+    rng = np.random.default_rng(0)
+    methods = ["cbp", *(f"cbp_layer_{k}" for k in range(1, 6)), "cbp_layers_2_to_L", "cbp_none", "bp", "l2"]
+    for i, m in enumerate(methods):
+        for seed in range(3):
+            accuracy = 0.9 - 0.02 * i - np.linspace(0, 0.05 * (i % 3), 1100) + 0.01 * rng.standard_normal(1100)
+            write_run(tmp_path / f"{m}-{seed}", {"seed": seed, "learner": {"name": m}}, {"accuracy": accuracy},
+                      choices={"method": m, "experiment": "jucas/relu"})
+    path = document._save(plots.plot_curves(load_runs(tmp_path), "accuracy"), tmp_path / "fig.png")
+    assert 5_000 < path.stat().st_size <= document.MAX_FIGURE_BYTES

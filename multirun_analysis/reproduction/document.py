@@ -13,6 +13,7 @@ as not run. The document is regenerated whole; never edit it by hand.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import logging
 from collections import Counter
@@ -80,7 +81,7 @@ def _values(records, key: str) -> list:
 
 
 def _one_or_all(values) -> str:
-    return ", ".join(format_value(v) for v in values)
+    return ", ".join(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else format_value(v) for v in values)
 
 
 def _parse_time(text):
@@ -147,8 +148,14 @@ def scale_facts(t: Target, scale: str, root: Path, df: pd.DataFrame) -> list[tup
 
 
 def _save(fig, path: Path) -> Path:
+    """A small PNG: ``DPI`` dots per inch, quantised to a 256-colour palette (lines and bands need no more)."""
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")  # the legend below the panels, whole
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
     if path.stat().st_size > MAX_FIGURE_BYTES:
         log.warning("%s is %d bytes (over %d)", path, path.stat().st_size, MAX_FIGURE_BYTES)
     return path
