@@ -403,7 +403,14 @@ def main(argv=None) -> int:
         for t in by_priority():
             print(f"{t.name:18s} {t.paper} {t.title}; scales: {', '.join(t.scales)}")
         return 0
-    return run_target(args.name, args.scale, args.root, args.extra, args.dry_run, args.calibration_steps)
+    from .config import ConfigError
+    from .data.idx import DataError
+
+    try:
+        return run_target(args.name, args.scale, args.root, args.extra, args.dry_run, args.calibration_steps)
+    except (ConfigError, DataError, KeyError, ValueError) as err:  # before anything trained: one message
+        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
