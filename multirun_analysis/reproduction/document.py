@@ -81,7 +81,12 @@ def _values(records, key: str) -> list:
 
 
 def _one_or_all(values) -> str:
-    return ", ".join(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else format_value(v) for v in values)
+    def text(v):
+        if v is None:
+            return "none"
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else format_value(v)
+
+    return ", ".join(map(text, values))
 
 
 def _parse_time(text):

@@ -194,8 +194,8 @@ def beats(df: pd.DataFrame, a: Cond, b: Cond, statistic: str = "mean", metric: s
     text = (f"{a.name} {sc.value(numbers['a'])} vs {b.name} {sc.value(numbers['b'])} ({statistic}, {word} is better): "
             f"difference {sc.diff(mean_d)} over seed(s) {', '.join(map(str, seeds))} "
             f"({', '.join(sc.diff(x) for x in d)})")
-    gap = f"the seeds' std {sc.diff(spread).lstrip('+')}" + (
-        f" and the gap {sc.diff(min_gap).lstrip('+')} a claim of 'far' asks" if min_gap > spread else "")
+    gap = (f"the {sc.diff(min_gap).lstrip('+')} gap a claim of 'far' asks (the seeds' std: "
+           f"{sc.diff(spread).lstrip('+')})" if min_gap > spread else f"the seeds' std {sc.diff(spread).lstrip('+')}")
     if len(seeds) == 1:
         gap = "one seed: no spread over seeds" + (f"; the gap {sc.diff(min_gap).lstrip('+')}" if min_gap else "")
     if mean_d > need and (d > 0).all():
@@ -335,7 +335,7 @@ def close(df, a: Cond, b: Cond, statistic: str = "last15") -> Verdict:
     seeds, d, ma, mb = found
     gap = abs(float(np.mean(d))) * 100
     text = (f"{a.name} {100 * ma:.1f}% vs {b.name} {100 * mb:.1f}% ({statistic}, seeds {', '.join(map(str, seeds))}): "
-            f"|difference| {gap:.2f} pp (close: <= {CLOSE_PP:g} pp; partly: <= {CLOSE_PARTLY_PP:g} pp)")
+            f"absolute difference {gap:.2f} pp (close: <= {CLOSE_PP:g} pp; partly: <= {CLOSE_PARTLY_PP:g} pp)")
     verdict = REPRODUCED if gap <= CLOSE_PP else PARTLY if gap <= CLOSE_PARTLY_PP else NOT_REPRODUCED
     return Verdict(verdict, text, {"difference_pp": gap})
 
@@ -406,7 +406,8 @@ def rules_text() -> list[str]:
         f"- **rises and stays up**: per seed, the peak more than {DECLINE_PP:g} pp above the first "
         f"{100 * FIRST_FRACTION:g}% of tasks and the end within {DECLINE_PP:g} pp of the peak; every seed / none / "
         "some.",
-        f"- **close**: |mean paired difference| <= {CLOSE_PP:g} pp reproduced, <= {CLOSE_PARTLY_PP:g} pp partly, "
+        f"- **close**: the absolute mean paired difference <= {CLOSE_PP:g} pp reproduced, <= {CLOSE_PARTLY_PP:g} pp "
+        "partly, "
         "else not reproduced.",
         "- **ordered** (the deeper, the worse; the larger, the more): Spearman's rank correlation between the "
         "order and the conditions' means: exactly -1 (or +1) reproduced, the same sign partly, else not reproduced.",
