@@ -225,6 +225,7 @@ def test_the_document_reports_what_ran_from_the_runs_and_lists_the_rest_as_not_r
     assert "| Examples per task | 10,000 (subset fixed, shuffle_seed 0) |" in section
     assert "| Seeds | 0, 1, 2 (3 per condition) |" in section
     assert "| Runs | 15 completed and loaded |" in section
+    assert "| Differs from the paper | CBP's replacement rate is the preset's 1e-4" in section
     assert "| Network-steps trained | 6,000,000 |" in section  # 15 runs x 40 tasks x 10,000 steps (metrics' step)
     assert "the make target ran 1 time(s), 1 h 00 min in all, on 2 CPU core(s) (its projection: 50 min 00 s)" in section
     assert "python train.py -m experiment=purice/main_relu dataset.split=test hydra/launcher=population" in section

@@ -233,7 +233,7 @@ def experiment_section(t: Target, root: Path, out: Path, scale: str | None = Non
     lines += _commands(t, chosen, root) + ["```", ""]
     lines += ["| Scale actually run | |", "|:---|:---|"]
     lines += [f"| {what} | {value} |" for what, value in scale_facts(t, chosen, root, df)]
-    lines.append("")
+    lines += [f"| Differs from the paper | {'; '.join(t.differences)} |" if t.differences else "", ""]
     if t.name in GRID_STRATEGY:
         table = pivot_table(df, GRID_KEYS[0], GRID_KEYS[1], stat=t.statistic, ddof=ddof, best="table")
     else:

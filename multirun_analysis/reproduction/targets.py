@@ -58,6 +58,7 @@ class Target:
     paper_scale: str  # what the paper ran, in words
     metric: str = "accuracy"  # the per-task metric of the curves (regression: error)
     notes: dict[str, str] = field(default_factory=dict)  # scale -> what differs from the paper, in words
+    differences: tuple[str, ...] = ()  # what the preset itself runs differently from the paper (its header says so)
     priority: int = 9  # run order when time is short (1 first)
 
     def overrides(self, sweep: Sweep, scale: str) -> list[str]:
@@ -84,6 +85,10 @@ SMOKE = ("debug=smoke",)
 _P_SCALE = "500 tasks x 10,000 MNIST training images (the same every task), 3 seeds"
 _J_SCALE = "1,100 tasks x a fresh 10,000 of the MNIST training images each, 3 seeds"
 _GRID_SCALE = "500 tasks x 10,000 MNIST training images, 1 seed, every rate pair of the grid"
+_P_MAIN = ("CBP's replacement rate is the preset's 1e-4: [P] used the best rate of its grid per activation "
+           "(experiment=purice/cbp_grid_relu / cbp_grid_tanh, not a target here)",
+           "the adapted rescaling runs [P]'s published code (schedule per_step); its main results came from "
+           "unpublished code, nearest to tuned.adapted.schedule=per_pass")
 _REDUCED_P = "100 of the thesis' 500 tasks"
 _GRID = {"full": "1 seed (as the thesis' grid), rates fixed at the strategy's (the thesis' best)",
          "reduced": "50 of the thesis' 500 tasks, 1 seed, rates fixed at the strategy's (the thesis' best)"}
@@ -91,16 +96,18 @@ _GRID = {"full": "1 seed (as the thesis' grid), rates fixed at the strategy's (t
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("purice-main-relu", "[P]", "the thesis' main comparison on the 3 x 100 ReLU network",
            _mnist("purice/main_relu"), {"full": (), "reduced": ("num_tasks=100",), "smoke": SMOKE},
-           "mean_accuracy", _P_SCALE, notes={"reduced": _REDUCED_P}, priority=1),
+           "mean_accuracy", _P_SCALE, notes={"reduced": _REDUCED_P}, differences=_P_MAIN, priority=1),
     Target("purice-main-tanh", "[P]", "the thesis' main comparison on the 3 x 100 tanh network",
            _mnist("purice/main_tanh"), {"full": (), "reduced": ("num_tasks=100",), "smoke": SMOKE},
-           "mean_accuracy", _P_SCALE, notes={"reduced": _REDUCED_P}, priority=2),
+           "mean_accuracy", _P_SCALE, notes={"reduced": _REDUCED_P}, differences=_P_MAIN, priority=2),
     Target("jucas-relu", "[J]", "the poster's Table 1 row for the 5 x 100 ReLU network (per-layer CBP)",
            _mnist("jucas/relu"), {"full": (), "reduced": ("num_tasks=100",), "smoke": SMOKE},
            "last15", _J_SCALE, notes={"reduced": "100 of the poster's 1,100 tasks"}, priority=3),
     Target("purice-twisted", "[P]", "the twisted 5 x 100 network [relu, relu, tanh, tanh, relu]",
            _mnist("purice/twisted"), {"full": (), "reduced": ("num_tasks=100",), "smoke": SMOKE},
-           "mean_accuracy", _P_SCALE, notes={"reduced": _REDUCED_P}, priority=4),
+           "mean_accuracy", _P_SCALE, notes={"reduced": _REDUCED_P},
+           differences=("'opposite' has no stored config in [P]: the preset gives its tanh-strategy layers the rates "
+                        "of the other twisted tanh-strategy runs", _P_MAIN[1]), priority=4),
     Target("dohare-scr", "[D]", "slowly-changing regression: Backprop at three step sizes, Continual Backprop",
            tuple(Sweep(p) for p in ("dohare/slowly_changing_regression", "dohare/slowly_changing_regression_cbp")),
            {"full": (), "reduced": ("num_tasks=20",), "smoke": SMOKE}, "mean_error",
@@ -111,19 +118,19 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _mnist("purice/grid_relu"),
            {s: ("learner.rho_low=1e-4", "learner.rho_high=1e-5", *extra)
             for s, extra in {"full": (), "reduced": ("num_tasks=50",), "smoke": SMOKE}.items()},
-           "mean_accuracy", _GRID_SCALE, notes=_GRID, priority=6),
+           "mean_accuracy", _GRID_SCALE, notes=_GRID, differences=_P_MAIN[1:], priority=6),
     Target("purice-grid-tanh", "[P]", "the c_low x c_high grid on the 3 x 100 tanh network at the tanh strategy's rates",
            _mnist("purice/grid_tanh"),
            {s: ("learner.rho_low=1e-5", "learner.rho_high=1e-6", *extra)
             for s, extra in {"full": (), "reduced": ("num_tasks=50",), "smoke": SMOKE}.items()},
-           "mean_accuracy", _GRID_SCALE, notes=_GRID, priority=7),
+           "mean_accuracy", _GRID_SCALE, notes=_GRID, differences=_P_MAIN[1:], priority=7),
     Target("bit-flipping", "[J]", "the poster's per-layer CBP on bit-flipping (ReLU, tanh, swish, sigmoid)",
            (Sweep("jucas/bit_flipping"),), {"full": (), "reduced": ("num_tasks=15",), "smoke": SMOKE},
            "last15_error",
            "75 bins of 40,000 steps (3e6 steps), 3 seeds in the preset (the poster's configs: 10 seeds)", metric="error",
-           notes={"full": "the preset's tuned values are mid-grid placeholders (see conf/experiment/jucas/bit_flipping.yaml)",
-                  "reduced": "15 of the poster's 75 bins of 40,000 steps (6e5 of 3e6 steps); the preset's tuned "
-                             "values are mid-grid placeholders"}, priority=8),
+           notes={"reduced": "15 of the poster's 75 bins of 40,000 steps (6e5 of 3e6 steps)"},
+           differences=("the preset's tuned step sizes and rates are mid-grid placeholders, not [J]'s per-activation "
+                        "values (see conf/experiment/jucas/bit_flipping.yaml)",), priority=8),
     Target("jucas-tanh-selu", "[J]", "the poster's Table 1 rows for the 5 x 100 tanh and SELU networks (per-layer CBP)",
            _mnist("jucas/tanh", "jucas/selu"), {"full": (), "reduced": ("num_tasks=100",), "smoke": SMOKE},
            "last15", _J_SCALE, notes={"reduced": "100 of the poster's 1,100 tasks"}, priority=9),
