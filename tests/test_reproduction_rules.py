@@ -226,8 +226,10 @@ def test_jucas_claims_from_the_last_15_percent(tmp_path):
 
 def test_jucas_tanh_selu_claim_reads_each_net_by_its_experiment(tmp_path):
     for experiment, spread in (("jucas/tanh", 0.002), ("jucas/selu", 0.03)):
-        write(tmp_path / experiment.replace("/", "_"),
-              {f"cbp_layer_{k}": {0: flat(0.8 + spread * k)} for k in range(1, 6)}, experiment=experiment)
+        methods = [f"cbp_layer_{k}" for k in range(1, 6)]
+        activation = {"network": {"activation": experiment.split("/")[1]}}  # the nets differ (else: one run twice)
+        write(tmp_path / experiment.replace("/", "_"), {m: {0: flat(0.8 + spread * k)} for k, m in enumerate(methods, 1)},
+              experiment=experiment, config={m: activation for m in methods})
     df = load_runs(tmp_path)
     v = CLAIMS["jucas-tanh-selu"][0].check(df, 0)
     assert v.verdict == PARTLY  # tanh: range 0.8 pp; selu: 12 pp
