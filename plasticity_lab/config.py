@@ -435,6 +435,8 @@ class RunSettings:
     learner: Any = None
     optimizer: Any = None  # SGDSettings | AdamSettings
     probes: Any = None  # probes.settings.ProbeSettings (SPEC 4); no `probes` section -> all probes off
+    logger: Any = ()  # loggers.parse_loggers: ((name, settings), ...) of the `logger` group; () = none
+    optimized_metric: Union[str, None] = None  # what the run returns to a sweeper (objective.py); null: its mean metric
 
     @property
     def backend_used(self) -> str:
@@ -479,8 +481,9 @@ def _coerce(value, hint, path):
 def _read(cls, node: dict, path: str):
     """Build dataclass ``cls`` from ``node``, naming ``path.key`` in every error."""
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name not in SECTIONS and f.name not in ("learner", "probes")}
-    unknown = sorted(set(node) - known - (set(SECTIONS) | {"learner", "probes"} if cls is RunSettings else set()))
+    own = ("learner", "probes", "logger") if cls is RunSettings else ()  # sections parsed on their own
+    known = {f.name for f in fields(cls) if f.name not in SECTIONS and f.name not in own}
+    unknown = sorted(set(node) - known - (set(SECTIONS) | set(own) if cls is RunSettings else set()))
     if unknown:
         prefix = f"{path}." if path else ""
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key; known keys: {sorted(known)}")
@@ -565,6 +568,15 @@ def parse_config(cfg) -> RunSettings:
     elif dataset.subset != "all" and dataset.images_per_task > SPLIT_SIZES[dataset.split]:
         raise ConfigError(f"dataset.images_per_task={dataset.images_per_task}: the {dataset.split} split "
                           f"has only {SPLIT_SIZES[dataset.split]} images")
+    if top.get("optimized_metric") is not None:
+        from .objective import parse as parse_objective
+
+        try:
+            parse_objective(top["optimized_metric"], dataset.is_regression)
+        except ValueError as err:
+            raise ConfigError(f"optimized_metric={top['optimized_metric']}: {err}") from None
+    from .loggers import parse_loggers  # imported here: loggers builds on this module
+
     settings = RunSettings(
         **top,
         dataset=dataset,
@@ -572,6 +584,7 @@ def parse_config(cfg) -> RunSettings:
         learner=learner,
         optimizer=optimizer,
         probes=_probes(node.get("probes"), dataset),
+        logger=parse_loggers(node.get("logger")),
     )
     if settings.backend == "kernel":
         from .kernel.support import kernel_unsupported

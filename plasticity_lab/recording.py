@@ -7,6 +7,14 @@ network-level metrics). Both are replaced atomically (write a temporary file in 
 same folder, fsync, ``os.replace``), so a reader or a crash never sees half a file, and
 both are rewritten at every flush (metrics first), so run.json's ``tasks_completed`` is
 never more than metrics.csv holds, and at most one flush behind it after a kill.
+
+While a run trains, every run.json write (each flush and checkpoint) also says how far it is:
+``tasks_completed``, ``last_accuracy`` / ``last_error`` (set by run.py), ``updated_time``,
+``seconds_per_task`` (wall time per task in this process so far, probes and checkpoints
+included) and ``eta_time``, when the run should end at that pace; and ``slurm_job_id`` when
+it runs in a SLURM job (``python -m multirun_analysis status`` reads them). A recorder may
+carry loggers (``attach``, plasticity_lab/loggers.py): each flush first hands them the rows
+added since the last one, ``finish`` closes them.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -83,6 +91,15 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def slurm_job_id() -> str | None:
+    """The SLURM job this process runs in (an array task as ``<array job>_<index>``, as squeue
+    shows it), or None outside SLURM."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and index:
+        return f"{array}_{index}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 class RunRecorder:
     """One run's files: run.json (status and provenance) and metrics.csv (rows so far)."""
 
@@ -92,6 +109,17 @@ class RunRecorder:
         self.rows: list[tuple] = []
         self.flush_seconds = flush_seconds
         self._last_flush = 0.0
+        self.sinks: list = []  # loggers (loggers.py), handed each flush's new rows
+        self._forwarded = 0  # rows handed to the sinks so far
+        self._pace: tuple[float, int] | None = None  # (monotonic time, tasks_completed) when this process began
+        self._first: tuple[float, int] | None = None  # the same at its first write after a task
+
+    def attach(self, sinks: list) -> None:
+        """Hand every row added from now on to ``sinks`` (each has ``log_rows(rows)``,
+        ``finish(status, info)`` and, if it buffers, ``flush()``, called before metrics.csv is
+        written); the rows already here (a resumed run's) are theirs to handle."""
+        self.sinks = list(sinks)
+        self._forwarded = len(self.rows)
 
     @property
     def run_json(self) -> Path:
@@ -103,21 +131,34 @@ class RunRecorder:
             raise FileExistsError(f"{self.run_json} exists: refusing to overwrite an earlier run's results")
         self.info.setdefault("start_time", now_iso())
         self.info["end_time"] = None
+        self._begin()
         self._write_info()
 
     def resume(self) -> None:
         """Continue a run from its checkpoint: run.json back to running, resumes counted."""
         self.info.update(status="running", end_time=None, error=None, resumes=self.info.get("resumes", 0) + 1)
+        self._begin()
         self._write_info()
+
+    def _begin(self) -> None:
+        self.info["slurm_job_id"] = slurm_job_id()
+        self._pace, self._first = (time.monotonic(), self.info.get("tasks_completed") or 0), None
 
     def add(self, task: int, step: int, metric: str, value: float, layer: int | str = "") -> None:
         self.rows.append((task, step, metric, layer, value))
 
     def flush(self, force: bool = False) -> None:
         """Rewrite metrics.csv, then run.json (progress so far), atomically, at most every
-        ``flush_seconds`` unless forced."""
+        ``flush_seconds`` unless forced. The loggers get the new rows at every call."""
+        if self._forwarded < len(self.rows):
+            new, self._forwarded = self.rows[self._forwarded:], len(self.rows)
+            for sink in self.sinks:
+                sink.log_rows(new)
         if not force and time.monotonic() - self._last_flush < self.flush_seconds:
             return
+        for sink in self.sinks:  # loggers that buffer (TensorBoard) are never behind metrics.csv
+            if hasattr(sink, "flush"):
+                sink.flush()
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(METRICS_HEADER)
@@ -128,8 +169,24 @@ class RunRecorder:
         self._last_flush = time.monotonic()
 
     def finish(self, status: str, **fields) -> None:
-        self.info.update(status=status, end_time=now_iso(), **fields)
+        self.info.update(status=status, end_time=now_iso(), eta_time=None, **fields)
         self.flush(force=True)
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.finish(status, self.info)
 
     def _write_info(self) -> None:
+        now = time.monotonic()
+        self.info["updated_time"] = now_iso()
+        done = self.info.get("tasks_completed") or 0
+        if self._pace is not None and done > self._pace[1]:
+            # from the first write after a task of this process, so start-up (data, compiling) is left out
+            first = self._first = self._first or (now, done)
+            since = first if done > first[1] else self._pace
+            per_task = (now - since[0]) / (done - since[1])
+            self.info["seconds_per_task"] = round(per_task, 3)
+            if self.info.get("status") == "running":
+                left = max(0, (self.info.get("num_tasks") or done) - done)
+                eta = datetime.now(timezone.utc) + timedelta(seconds=per_task * left)
+                self.info["eta_time"] = eta.isoformat(timespec="seconds")
         atomic_write_text(self.run_json, json.dumps(self.info, indent=2, default=str) + "\n")

@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import checkpoint, faults, run_folder, summary
+from . import checkpoint, faults, loggers, objective, run_folder, summary
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
 from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream, shuffled_split
@@ -108,8 +108,8 @@ def _why_backend(s: RunSettings) -> str:
 
 
 def run(cfg: DictConfig) -> float:
-    """Train the single Hydra job ``cfg`` into Hydra's output folder; returns its mean accuracy
-    (regression datasets: its mean squared error). A single run (not a sweep's job: the sweep
+    """Train the single Hydra job ``cfg`` into Hydra's output folder; returns its objective
+    (``optimized_metric``, objective.py; by default its mean accuracy, regression: its mean error). A single run (not a sweep's job: the sweep
     prints one summary of its own) logs its projected time and a summary line. A bad value or a
     folder that must not be used is one line on stderr and exit status 2, with no new folder
     left behind."""
@@ -131,7 +131,13 @@ def run(cfg: DictConfig) -> float:
         if os.environ.get("SUBMITIT_EXECUTOR"):  # a submitit job: its launcher collects the error
             raise type(err)(f"{err}{hint}") from None
         fail(f"{err}{hint}")
-    return info["mean_error"] if "mean_error" in info else info["mean_accuracy"]
+    return job_objective(job, info)
+
+
+def job_objective(job: MemberJob, info: dict) -> float:
+    """What a trained job returns to its sweeper: its ``optimized_metric`` (objective.py)."""
+    s = parse_config(job.cfg)
+    return objective.value(job.out_dir, s.optimized_metric, s.dataset.is_regression)
 
 
 def run_population(members: list[MemberJob], population_id: str | None = None,
@@ -230,6 +236,7 @@ def _run_live(members, settings, priors, resumed: bool, start_task: int, populat
     try:
         stream, images, labels = build_stream(settings, device, dtype)
         backend = build_backend(settings, device, dtype)
+        loggers.attach(recorders, members, settings)  # TensorBoard / W&B, one per member (the `logger` group)
         if s0.backend_used != s0.backend:
             log.info("backend=%s: training on the %s backend (%s)", s0.backend, s0.backend_used, _why_backend(s0))
         log.info("training %d member(s) on %s, %s backend, %d %s of %d examples", len(members), device,

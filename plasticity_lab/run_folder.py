@@ -2,7 +2,8 @@
 (DESIGN, "Results on disk" and "Runs are resumable").
 
 **One writer.** A process trains a member only while it holds ``run.lock`` in the member's
-folder (``fcntl.flock``, exclusive, taken without waiting). The kernel releases it when the
+folder (``fcntl.flock``, exclusive, taken without blocking; a lock held by someone else is
+tried again for ``LOCK_PATIENCE_S``, so a status check that probes it never stops a start). The kernel releases it when the
 process ends, however it ends, so a killed run never locks its folder for good. The lock
 file names its holder (pid, host, start time) for the refusal message of anyone else.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +47,11 @@ FINISHED = ("completed", "diverged")
 #: Keys that may differ when a run is resumed or matched: they change how it runs or where it
 #: reads data from, never what it computes. Everything else must equal the recorded value.
 RESUME_MAY_CHANGE = ("progress_bar", "metrics_flush_seconds", "checkpoint_seconds", "num_threads", "device",
-                     "dataset.root", "dataset.download")
+                     "dataset.root", "dataset.download", "logger", "optimized_metric")
 _MISSING = "(absent)"
+#: How long a start waits for a lock held by someone else before it refuses: long enough for a
+#: status check's probe of the lock (multirun_analysis/status.py), far shorter than any training.
+LOCK_PATIENCE_S = 1.0
 
 
 class RunFolderError(RuntimeError):
@@ -66,12 +71,16 @@ class RunLock:
         import fcntl
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        patience = time.monotonic() + LOCK_PATIENCE_S
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
+                if time.monotonic() < patience:  # a look that holds it for a moment (multirun_analysis status)
+                    time.sleep(0.05)
+                    continue
                 raise RunFolderError(f"{self.out_dir} is being trained by {self.holder()}; wait for it to "
                                      f"finish, or stop that process (a stopped or killed process releases "
                                      f"the folder by itself)") from None

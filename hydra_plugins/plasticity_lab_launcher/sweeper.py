@@ -34,11 +34,14 @@ def compose_job(config_loader, master_config: DictConfig, overrides: Sequence[st
     """(the job's composed config with its ``hydra`` node, its validated settings), as the
     job's own process will compose it; JobConfigError naming job ``num``, its overrides and the key."""
     from plasticity_lab.config import ConfigError, parse_config
+    from plasticity_lab.objective import check_direction
 
     sweep_config = config_loader.load_sweep_config(master_config, list(overrides))
     task_cfg = OmegaConf.masked_copy(sweep_config, [k for k in sweep_config if k != "hydra"])
     try:
-        return sweep_config, parse_config(task_cfg)
+        settings = parse_config(task_cfg)
+        check_direction(settings, sweep_config.hydra.get("sweeper"))  # an Optuna sweep's direction
+        return sweep_config, settings
     except ConfigError as err:
         raise JobConfigError(f"job #{num} ({' '.join(filter_overrides(list(overrides)))}): {err}") from None
 
