@@ -104,3 +104,14 @@ def compose_config(*overrides: str):
     """The composed training config for ``overrides``, as train.py would see it."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def optional_package(module: str, extra: str):
+    """Import an optional extra's package (``pip install '.[extra]'``; ``make install`` installs every
+    extra): skip without it outside CI, fail under CI=true."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing_data(f"{module} is not installed (pip install '.[{extra}]'; make install installs it)")

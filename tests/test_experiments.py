@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf
 
 from conftest import ROOT
@@ -37,7 +38,10 @@ def _sweep_params(name) -> dict[str, list[str]]:
     out = {}
     for key, value in params.items():
         o = parser.parse_override(f"{key}={value}")
-        out[key] = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        if isinstance(o.value(), IntervalSweep):  # an Optuna search range (the tpe_* presets): both ends
+            out[key] = [str(o.value().start), str(o.value().end)]
+        else:
+            out[key] = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
     return out
 
 

@@ -195,6 +195,16 @@ class PopulationLauncher(Launcher):
             for j in pop:
                 log.info(f"      #{j.num} : {' '.join(filter_overrides(j.overrides))} -> folder {j.folder} ({j.where})")
 
+    def _dry_run_ends(self, what: str) -> list:
+        """After a dry run's plan: the project's sweeper plans every batch and writes nothing; any
+        other sweeper (Optuna's) asks its next batches from the results, so the command ends here."""
+        if str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="")).endswith("PlasticityLabSweeper"):
+            log.info(f"dry run: {what}")
+            return []
+        log.info(f"dry run: {what}; this was the sweeper's first batch (it chooses the next ones from the "
+                 f"results, so a dry run ends here)")
+        raise SystemExit(0)
+
     # ------------------------------------------------------------------ running
     def __call__(self, population: list[Job], singleton_state: dict | None = None) -> list[JobReturn]:
         """Run one population in this process: Hydra job folders first, then lockstep training.
@@ -249,8 +259,7 @@ class PopulationLauncher(Launcher):
         n_proc = min(self.n_jobs, len(populations))
         self._describe(populations, f"{n_proc} local process(es) at a time")
         if self.dry_run:
-            log.info("dry run: nothing trained")
-            return []
+            return self._dry_run_ends("nothing trained")
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         results = _run_local(self, populations, n_proc)
         return _report([j for pop in populations for j in pop], [r for rets in results for r in rets],
@@ -398,8 +407,7 @@ class PopulationSlurmLauncher(PopulationLauncher):
         populations = self._plan(job_overrides, initial_job_idx)
         self._describe(populations, "one SLURM job each")
         if self.dry_run:
-            log.info("dry run: nothing submitted")
-            return []
+            return self._dry_run_ends("nothing submitted")
         params = dict(self.queue)
         executor = submitit.AutoExecutor(folder=params.pop("submitit_folder"), cluster="slurm",
                                          slurm_max_num_timeout=params.pop("max_num_timeout", 0))
