@@ -1,4 +1,4 @@
-"""Command line: ``python -m multirun_analysis {report,table,plot,best} <dirs...>``.
+"""Command line: ``python -m multirun_analysis {report,table,plot,best,status,reproduction} <dirs...>``.
 
 ``python -m multirun_analysis <dirs...>`` (no subcommand) is ``report``.
 Exit status 0 on success, 2 on a usage or data error (message on stderr).
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .loading import STATUSES, NoRunsError
 
-SUBCOMMANDS = ("report", "table", "plot", "best", "reproduction")
+SUBCOMMANDS = ("report", "table", "plot", "best", "status", "reproduction")
 
 DESCRIPTION = """\
 From any set of runs to the papers' figures and tables.
@@ -37,6 +37,7 @@ examples:
   python -m multirun_analysis plot multirun/ --kind curves --metric effective_rank --out figs/
   python -m multirun_analysis plot multirun/ --kind grid --x learner.c_low --y learner.c_high
   python -m multirun_analysis best multirun/ --by last15 -q     # prints only the overrides
+  python -m multirun_analysis status multirun/2026-11-21/12-00-00   # a running sweep: one line per run
   python -m multirun_analysis reproduction reproduction/ --out docs   # docs/REPRODUCTION.md (make reproduction-report)
 """
 
@@ -112,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="how many of the ranking to show (default: 5)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the override string")
     p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("status", help="where every run of a (running) sweep stands, one line each",
+                       description="One line per run: its state (running, stale = killed without a word, "
+                                   "waiting, failed, diverged, completed), tasks done / total, ETA, the last task's "
+                                   "accuracy or error and, for SLURM sweeps, the job id and its state (sacct, else "
+                                   "squeue and scontrol); then a summary line. Reads run.json, which a running run "
+                                   "rewrites at every flush and checkpoint, and probes each running run's run.lock.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep or run folders (any depth)")
+    p.add_argument("--no-slurm", action="store_true", help="do not ask SLURM for the state of the runs' jobs")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("reproduction", help="docs/REPRODUCTION.md from the runs of the reproduction targets",
                        description="Write REPRODUCTION.md and its figures (reproduction/*.png) into --out from the "
@@ -206,6 +217,13 @@ def cmd_best(args) -> int:
     print(b.ranking[cols].head(args.top).to_string(index=False))
     print()
     print(b)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .status import render, sweep_status
+
+    print("\n".join(render(sweep_status(*args.dirs, slurm=not args.no_slurm))))
     return 0
 
 
