@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write a report folder (report.md, tables, figures)",
                        description="Write a report folder: report.md with the summary tables, the best "
-                                   "configuration and the figures embedded, plus every table as "
-                                   "Markdown/LaTeX/CSV and every figure as PNG/PDF. Never overwrites.")
+                                   "configuration and the figures embedded, report.html (the same as one "
+                                   "self-contained file: figures and table files embedded, to copy from a cluster), "
+                                   "plus every table as Markdown/LaTeX/CSV and every figure as PNG/PDF. Never "
+                                   "overwrites.")
     _common(p)
     p.add_argument("--out", type=Path, help="report folder (must not exist or be empty; "
                                             "default: reports/<timestamp>)")
@@ -153,7 +155,7 @@ def cmd_report(args) -> int:
     df = _load(args)
     path = build_report(args.dirs, out=args.out, window=args.window, last_fraction=args.last_fraction,
                         rows=args.rows, cols=args.cols, max_curves=args.max_curves, df=df, ddof=args.ddof)
-    print(f"report written to {path}")
+    print(f"report written to {path} and, as one self-contained file (copy it anywhere), {path.with_suffix('.html')}")
     return 0
 
 

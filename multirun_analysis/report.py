@@ -4,6 +4,7 @@ Layout of the folder (never an existing non-empty folder; default
 ``reports/<YYYY-MM-DD_HH-MM-SS>``)::
 
     report.md
+    report.html   the same as ONE self-contained file (figures and table files embedded; html.py)
     tables/   summary.{md,tex,csv}, pivot_*.{md,tex,csv}, runtime.*, conditions.csv, runs.csv
     figures/  accuracy.{png,pdf}, <metric>.{png,pdf}, grid_*.*, vs_*.*, grad_covariance.*, runtime.*
 
@@ -28,6 +29,7 @@ import pandas as pd
 
 from . import plots
 from .grid import best
+from .html import write_report_html
 from .loading import load_runs
 from .names import format_value, key_label, metric_label
 from .summaries import (condition_keys_of, condition_summaries, resolve_ddof, run_summaries, stat_names,
@@ -133,7 +135,7 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
               *[f"| `{p['run_id']}` | {p['status']} | {p['problem'].replace('|', '/')} |" for p in problems], "")
     constant = df.attrs.get("constant", {})
     if constant:
-        w.add("<details><summary>Settings shared by all runs</summary>", "",
+        w.add('<details markdown="1"><summary>Settings shared by all runs</summary>', "",
               "| key | value |", "|:---|:---|",
               *[f"| `{k}` | `{format_value(tuple(v) if isinstance(v, list) else v)}` |"
                 for k, v in constant.items()], "", "</details>", "")
@@ -200,6 +202,7 @@ def build_report(paths, out=None, include=("completed",), window: int = 5, last_
         w.figure(lambda: plots.plot_runtime(df), "runtime", "Runtime per condition")
     report = out / "report.md"
     report.write_text("\n".join(w.lines) + "\n")
+    write_report_html(report)  # report.html: the same as one self-contained file (html.py)
     return report
 
 

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import numpy as np
 
 import multirun_analysis
-from multirun_analysis import cli, conditions, grid, loading, names, plots, report, summaries, synthetic, tables
+from multirun_analysis import cli, conditions, grid, html, loading, names, plots, report, status, summaries, synthetic, tables
 from multirun_analysis.report import build_report
 from multirun_analysis.synthetic import write_run
 from multirun_analysis.reproduction import claims, document, rules, targets
@@ -42,6 +42,7 @@ root = sys.argv[1]
 for seed in range(2):
     write_run(f"{root}/r{seed}", {"seed": seed, "learner": {"name": "bp"}}, {"accuracy": np.full(5, 0.5)})
 build_report([root], out=f"{root}/report")
+print("\n".join(status.render(status.sweep_status(root))))
 document.build_document(f"{root}/reproduction", f"{root}/docs")
 print("attempts:", attempts)
 print("torch loaded:", "torch" in sys.modules)
@@ -55,5 +56,6 @@ def test_no_torch_import(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "attempts: []" in result.stdout
     assert "torch loaded: False" in result.stdout
-    assert (tmp_path / "report" / "report.md").is_file()
+    assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "report.html").is_file()
+    assert "2 run(s): 2 completed" in result.stdout
     assert (tmp_path / "docs" / "REPRODUCTION.md").is_file()
