@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,15 @@ def optional_package(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError:
         missing_data(f"{module} is not installed (pip install '.[{extra}]'; make install installs it)")
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):
+    """``predicate()``'s first true value, asked every ``poll`` seconds; AssertionError naming ``what``
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -9,11 +9,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_until as _wait
 
 pytestmark = [pytest.mark.slurm, pytest.mark.data]
 
@@ -41,16 +40,6 @@ def test_population_slurm_packs_members_into_few_jobs(slurm, tmp_path, mnist_roo
     pops = {r["population_id"] for r in runs.values()}
     assert len(pops) == 2  # 3 members, at most 2 per SLURM job
     assert all(pid.split("-")[0].split("_")[0].isdigit() for pid in pops)  # SLURM job ids, not local pids
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _squeue(*fields):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_until as _until
 from multirun_analysis.status import lock_holder, render, slurm_states, submitted_jobs, sweep_status
 from multirun_analysis.synthetic import write_run
 from plasticity_lab import recording
@@ -236,16 +236,6 @@ def _status(*paths) -> list[str]:
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
-
-
-def _until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
