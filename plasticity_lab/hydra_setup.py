@@ -34,7 +34,8 @@ def fail(message: str) -> NoReturn:
 
 class ValidateBeforeStart(Callback):
     """``hydra.callbacks``: validate a single run's config before Hydra creates its folder, so a
-    bad value leaves nothing behind (a sweep's jobs are all validated first by the sweeper)."""
+    bad value leaves nothing behind (a sweep's jobs are all validated first by the sweeper), and
+    an Optuna sweep's direction before it starts."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .config import ConfigError
@@ -43,5 +44,22 @@ class ValidateBeforeStart(Callback):
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         try:
             validate(task)
+        except ConfigError as err:
+            fail(str(err))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """An Optuna sweep whose ``hydra.sweeper.direction`` contradicts ``optimized_metric`` fails
+        before the sweeper starts, whatever the launcher (objective.check_direction). A sweep's jobs
+        are validated one by one later: a config that is valid only with its sweep's values is left to that."""
+        from .config import ConfigError, parse_config
+        from .objective import check_direction
+
+        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            settings = parse_config(task)
+        except ConfigError:
+            return
+        try:
+            check_direction(settings, config.hydra.get("sweeper"))
         except ConfigError as err:
             fail(str(err))

@@ -141,15 +141,16 @@ def test_each_batch_trains_as_one_population_and_the_study_sees_each_trials_obje
 
 
 @pytest.mark.slow
-def test_a_direction_against_the_metric_fails_before_anything_trains(tmp_path):
+@pytest.mark.parametrize("launcher", ["population", "basic"])
+def test_a_direction_against_the_metric_fails_before_anything_trains(tmp_path, launcher):
     optional_package("optuna", "optuna")
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", "experiment=purice/tpe_tanh", "dataset.split=test", "debug=smoke",
-         "hydra/launcher=population", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+         f"hydra/launcher={launcher}", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
          "hydra.sweeper.direction=minimize", f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "hydra.sweeper.direction=minimize: optimized_metric=mean_accuracy is higher-is-better; use " \
-           "hydra.sweeper.direction=maximize" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: hydra.sweeper.direction=minimize: optimized_metric=mean_accuracy is "
+                                   "higher-is-better; use hydra.sweeper.direction=maximize")
     assert not sweep.exists()
