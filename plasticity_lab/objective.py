@@ -70,6 +70,15 @@ def value(out_dir: Path, optimized_metric: str | None, is_regression: bool) -> f
     return float(summary[stat_names(metric, fraction)[0 if kind == "mean" else 1]].iloc[0])
 
 
+def of_run(cfg, out_dir: Path) -> float:
+    """The objective of the trained run ``cfg`` (its composed config) in ``out_dir``: what ``run`` and
+    the population launchers return to the sweeper for it."""
+    from .config import parse_config
+
+    s = parse_config(cfg)
+    return value(out_dir, s.optimized_metric, s.dataset.is_regression)
+
+
 def check_direction(settings, sweeper_cfg) -> None:
     """Refuse a sweeper ``direction`` (Optuna's) against the direction of the job's
     ``optimized_metric`` (``settings``: its RunSettings): ConfigError naming both keys."""

@@ -109,10 +109,10 @@ def _why_backend(s: RunSettings) -> str:
 
 def run(cfg: DictConfig) -> float:
     """Train the single Hydra job ``cfg`` into Hydra's output folder; returns its objective
-    (``optimized_metric``, objective.py; by default its mean accuracy, regression: its mean error). A single run (not a sweep's job: the sweep
-    prints one summary of its own) logs its projected time and a summary line. A bad value or a
-    folder that must not be used is one line on stderr and exit status 2, with no new folder
-    left behind."""
+    (``optimized_metric``, objective.py: by default its mean accuracy, regression: its mean
+    error). A single run (not a sweep's job: the sweep prints one summary of its own) logs its
+    projected time and a summary line. A bad value or a folder that must not be used is one line
+    on stderr and exit status 2, with no new folder left behind."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -120,7 +120,7 @@ def run(cfg: DictConfig) -> float:
     job = MemberJob(cfg, Path(hc.runtime.output_dir), dict(hc.runtime.choices), list(hc.overrides.task),
                     HydraConfig.instance().cfg)
     try:
-        info = run_population([job], announce=hc.mode == RunMode.RUN)[0]
+        run_population([job], announce=hc.mode == RunMode.RUN)
     except (ConfigError, RunFolderError) as err:
         run_folder.remove_if_unused(job.out_dir)
         hint = ""
@@ -131,13 +131,7 @@ def run(cfg: DictConfig) -> float:
         if os.environ.get("SUBMITIT_EXECUTOR"):  # a submitit job: its launcher collects the error
             raise type(err)(f"{err}{hint}") from None
         fail(f"{err}{hint}")
-    return job_objective(job, info)
-
-
-def job_objective(job: MemberJob, info: dict) -> float:
-    """What a trained job returns to its sweeper: its ``optimized_metric`` (objective.py)."""
-    s = parse_config(job.cfg)
-    return objective.value(job.out_dir, s.optimized_metric, s.dataset.is_regression)
+    return objective.of_run(job.cfg, job.out_dir)  # optimized_metric: what a sweeper (Optuna) gets
 
 
 def run_population(members: list[MemberJob], population_id: str | None = None,

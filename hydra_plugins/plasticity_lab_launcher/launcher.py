@@ -214,7 +214,8 @@ class PopulationLauncher(Launcher):
         member's JobReturn as a RuntimeError whose message says what happened.
         """
         from plasticity_lab.config import ConfigError
-        from plasticity_lab.run import MemberJob, job_objective
+        from plasticity_lab.objective import of_run
+        from plasticity_lab.run import MemberJob
         from plasticity_lab.run_folder import RunFolderError, remove_if_unused
 
         if singleton_state is not None:
@@ -249,9 +250,9 @@ class PopulationLauncher(Launcher):
             log.exception("population failed")
             return _failed(returns, f"{type(err).__name__}: {err}; the members keep their checkpoints: re-run "
                                     f"the same command to resume them")
-        for ret, member, info in zip(returns, members, infos):
+        for ret, member in zip(returns, members):
             ret.status = JobStatus.COMPLETED
-            ret.return_value = job_objective(member, info)  # optimized_metric (an Optuna sweep's objective)
+            ret.return_value = of_run(member.cfg, member.out_dir)  # optimized_metric (an Optuna sweep's objective)
         return returns
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
