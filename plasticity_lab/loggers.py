@@ -146,7 +146,7 @@ class TensorBoardSink:
             log_dir = log_dir / Path(os.path.abspath(out_dir)).relative_to("/")
         else:
             log_dir = out_dir / log_dir
-        resumed_at = recorder.info.get("tasks_completed", 0) if recorder.rows else None
+        resumed_at = recorder.info["tasks_completed"] if recorder.info.get("resumes") else None  # its checkpoint's task
         self.writer = SummaryWriter(str(log_dir), purge_step=resumed_at)  # flushed with metrics.csv (flush)
         self.log_dir = log_dir
         if resumed_at is None:
