@@ -38,7 +38,7 @@ from plasticity_lab.engine import learners as E
 from plasticity_lab.engine.population import StepResult
 from plasticity_lab.reference import ReferenceLearner, ReferencePopulation
 from plasticity_lab.kernel import KERNEL_LEARNER_CLASSES, KernelPopulation
-from plasticity_lab.kernel.codes import I_UNCLAMPED
+from plasticity_lab.kernel.codes import I_LAST_BATCH, I_UNCLAMPED
 from plasticity_lab.kernel.learners.adapted import adapted_decide, adapted_statistics
 from plasticity_lab.kernel.learners.cbp import cbp_decide, cbp_statistics
 from plasticity_lab.kernel.step import clamp_hidden, sync_abs_sums
@@ -218,15 +218,13 @@ class KernelImpl(EngineImpl):
     training step; ``after_step`` runs the kernel learner's compiled parts in the order the step
     runs them (decide how many units are due, the running statistics, the clip the step fuses into
     its update, then the event: replacement / rescaling). It runs bp, l2, cbp and adapted with
-    SGD (one CBP pass, adapted ``per_step``); what else the tests ask is skipped (README, Backends)."""
+    SGD; what else the tests ask is skipped (README, Backends)."""
 
     name = "kernel"
 
     def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
         if learner not in KERNEL_LEARNER_CLASSES or optimizer != "sgd":
             pytest.skip(f"the kernel backend does not run learner={learner} with optimizer={optimizer}")
-        if hyper.get("high_replacement_rate") or hyper.get("schedule", "per_step") != "per_step":
-            pytest.skip("the kernel backend does not run two-pass CBP or the adapted per_pass schedule")
         hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
         self.learner = KERNEL_LEARNER_CLASSES[learner](**hyper)
         self.pop = KernelPopulation(spec, [seed], step_size, dtype=dtype, optimizer=optimizer, learner=self.learner,
@@ -238,7 +236,8 @@ class KernelImpl(EngineImpl):
         pop, lrn, layout = self.pop, self.learner, self.pop.layout
         L, B, table = self.spec.num_hidden, features[0].shape[0], layout.table
         np_dtype = np.dtype(str(self.dtype).removeprefix("torch."))
-        h = np.zeros((B, layout.num_units), np_dtype)  # the step's activations where the kernel keeps them
+        h = pop._scratch(B)[1]  # the step's activations where the kernel keeps them
+        pop._info[I_LAST_BATCH] = B
         for l, feature in enumerate(features):
             h[:, layout.uoff[l] : layout.uoff[l] + feature.shape[1]] = self._tensor(feature).numpy()
         lp, lpt = lrn.lp[0], lrn.lp[0].astype(np_dtype)
@@ -247,17 +246,19 @@ class KernelImpl(EngineImpl):
         n_due = np.zeros((2, L), dtype=np.int64)
         hidden = layout.num_hidden_units
         if isinstance(lrn, KERNEL_LEARNER_CLASSES["cbp"]):
-            coins = lrn.coins_ahead(0, L)
-            _, used = cbp_decide(table, lp, units[0], lrn.acc[0], lrn.accumulate, coins, 0, n_due, L)
+            coins = lrn.coins_ahead(0, 2 * L)  # at most one per layer and pass
+            _, used = cbp_decide(table, lp, units[0], lrn.acc[0], lrn.acc_high[0], lrn.accumulate, coins, 0, n_due, L)
             lrn.coins_used(0, used)
             sync_abs_sums(table, theta, lrn.abs_sums[0], lrn.abs_sums[1], L, True, True)
             cbp_statistics(table, lpt, units[0], units[1], units[2], h, lrn.abs_sums[0], lrn.abs_sums[1],
                            lrn.util_code, B, L, np.empty(hidden), np.empty(hidden))
         else:
-            adapted_decide(table, lp, units[0], lrn.acc["low"][0], lrn.acc["high"][0], n_due, L)
-            adapted_statistics(table, lpt, units[1], h, B, L)
+            per_pass = lrn.schedule == "per_pass"
+            event = adapted_decide(table, lp, units[0], lrn.acc["low"][0], lrn.acc["high"][0], n_due, per_pass, L)
+            if not (per_pass and event):  # (a per_pass event updates u itself, pass by pass)
+                adapted_statistics(table, lp, lpt, units[1], h, B, L, per_pass)
             clip = lrn.clip_bound(0)
-            if math.isfinite(clip):  # the clamp the step fuses into its update
+            if math.isfinite(clip) and not per_pass:  # the clamp the step fuses into its update
                 clamp_hidden(table, theta, L, np_dtype.type(clip), n_due.sum(axis=0) > 0)
             pop._info[I_UNCLAMPED] = 1  # no update ran: the event clamps its layers whole
         if n_due.any():

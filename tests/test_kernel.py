@@ -118,6 +118,53 @@ def test_cbp_reinit_without_the_activation_gain_matches_reference():
     assert min(counts["units_reset"]) > 0
 
 
+TWO_PASS = [  # [P]'s two-pass CBP (high_replacement_rate, SPEC 5): (util_type, kwargs, dtype, tol)
+    ("contribution", dict(replacement_rate=1e-2, high_replacement_rate=2e-2, maturity_threshold=20, reinit="no_gain"),
+     torch.float64, 1e-10),
+    ("adaptable_contribution", dict(replacement_rate=1e-2, high_replacement_rate=5e-3, maturity_threshold=15,
+                                    bias_correction=True), torch.float32, 2e-5),
+    ("random", dict(replacement_rate=3e-3, high_replacement_rate=[2e-3, 0.0, 4e-3], maturity_threshold=10,
+                    accumulate=False), torch.float64, 1e-10),  # coins of both passes, keys drawn per pass
+    ("weight", dict(replacement_rate=[0.0, 1e-2, 2e-2], high_replacement_rate=[2e-2, 1e-2, 0.0],
+                    maturity_threshold=10), torch.float64, 1e-10),  # a layer with the high pass alone
+]
+
+
+@pytest.mark.parametrize("util_type,kwargs,dtype,tol", TWO_PASS)
+@pytest.mark.parametrize("chunk", [1, 100])
+def test_cbp_two_pass_matches_reference(util_type, kwargs, dtype, tol, chunk):
+    """The high-utility pass after the low one, each with its own accumulator (or coins), in the
+    same steps and order as the reference, step by step and with events inside a chunk."""
+    counts = _kernel_vs_reference(_spec("tanh"), KC(util_type=util_type, **_per_member(kwargs)),
+                                  R.ContinualBackprop(util_type=util_type, **kwargs), dtype=dtype, tol=tol,
+                                  chunk=chunk)
+    high = kwargs["high_replacement_rate"]
+    for l in range(3):  # every layer with a rate replaced units
+        if kwargs["replacement_rate"] if np.isscalar(kwargs["replacement_rate"]) else kwargs["replacement_rate"][l]:
+            assert counts["units_reset"][l] > 0
+        if high if np.isscalar(high) else high[l]:
+            assert counts["units_reset"][l] > 0
+
+
+def test_cbp_two_pass_replaces_highest_utility_units_on_the_default_network():
+    """Two-pass CBP on 3 x 100 relu against the torch engine (the same engine learner class): the
+    same units at the same steps (ages equal), weights to float32 rounding; the high pass acted
+    (the reference's high-pass-only counts: it replaced units the low pass alone would not)."""
+    spec = _spec("relu", width=100)
+    x, y = _data(1, 400, seed=6)
+    kwargs = dict(replacement_rate=2e-3, high_replacement_rate=5e-3, maturity_threshold=50, util_type="contribution")
+    kp = KernelPopulation(spec, [6], 0.01, learner=KC(**kwargs))
+    ep = Population(spec, [6], 0.01, learner=__import__("plasticity_lab.engine.learners", fromlist=["x"])
+                    .ContinualBackprop(**kwargs))
+    kp.train(x, y)
+    ep.train(x, y)
+    for l in range(3):
+        assert torch.equal(kp.learner.age[l], ep.learner.age[l])
+    counts = kp.take_counts()["units_reset"]
+    assert counts.tolist() == ep.take_counts()["units_reset"].tolist() and counts.min() > 0
+    assert _max_diff(kp.parameters_of(0), ep.parameters_of(0)) < 1e-4
+
+
 def test_cbp_per_layer_rates_maturities_decays_and_a_switched_off_layer_match_reference():
     kwargs = dict(replacement_rate=[1e-2, 0.0, 2e-2], maturity_threshold=[20, 10, 30], decay_rate=[0.99, 0.9, 0.95],
                   util_type="contribution")
@@ -162,6 +209,30 @@ ADAPTED_CASES = [
     ("tanh", dict(c_low=2.0, c_high=1.5, rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.3),
      torch.float64, 1e-10),
 ]
+
+
+PER_PASS_CASES = [  # schedule per_pass ([P]'s "modified cfg" code, SPEC 5): each pass ages and averages
+    ("relu", dict(c_low=-0.5, c_high=0.5, rho_low=1e-2, rho_high=5e-3, maturity_threshold=20), torch.float32, 2e-5),
+    ("relu", dict(c_low=-0.5, c_high=0.5, rho_low=1e-2, rho_high=2e-2, maturity_threshold=10, clip=None),
+     torch.float64, 1e-10),  # clamping off
+    ("tanh", dict(c_low=[0.5, -1.0, 0.5], c_high=[0.2, 1.5, -0.5], rho_low=[1e-2, 0.0, 5e-3],
+                  rho_high=[5e-3, 1e-2, 0.0], maturity_threshold=[20, 10, 0]), torch.float64, 1e-10),  # one pass
+    # per layer; m = 0: a unit rescaled by the low pass is eligible again in the high pass
+    ("tanh", dict(c_low=1.5, c_high=3.0, rho_low=5e-3, rho_high=5e-3, maturity_threshold=20), torch.float64,
+     1e-10),  # factors > 1: the [-5, 5] clamp acts
+]
+
+
+@pytest.mark.parametrize("activation,kwargs,dtype,tol", PER_PASS_CASES)
+@pytest.mark.parametrize("chunk,batch_size", [(1, 1), (100, 1), (100, 3)])
+def test_adapted_per_pass_matches_reference(activation, kwargs, dtype, tol, chunk, batch_size):
+    kwargs = dict(schedule="per_pass", **kwargs)
+    learner = KA(**_per_member(kwargs))
+    counts = _kernel_vs_reference(_spec(activation), learner, R.AdaptedRescaling(**kwargs), dtype=dtype, tol=tol,
+                                  chunk=chunk, batch_size=batch_size, steps=150)
+    assert max(counts["units_rescaled_low"]) > 0 and max(counts["units_rescaled_high"]) > 0
+    if kwargs["c_high"] == 3.0:  # rows tripled again and again, yet the largest weight is at the clamp bound 5
+        assert 4.99 < max(W.abs().max().item() for W in learner._pop.W[:3]) < 5.01
 
 
 @pytest.mark.parametrize("activation,kwargs,dtype,tol", ADAPTED_CASES)
@@ -248,10 +319,12 @@ def _population(make, seeds, step_size, dtype=torch.float32, activation="relu", 
 
 def test_member_k_equals_the_member_alone():
     rates = [[1e-2, 2e-2, 0.0], [5e-3, 1e-2, 1e-2], [2e-2, 0.0, 0.0], [0.0, 0.0, 1e-2]]
+    high = [[5e-3, 0.0, 1e-2], [0.0, 0.0, 0.0], [1e-2, 1e-2, 0.0], [0.0, 2e-2, 0.0]]  # [P]'s high-utility pass
     steps, mats = [0.01, 0.003, 0.01, 0.03], [20, 10, [5, 10, 15], 30]
 
     def make(sel):
-        return KC(replacement_rate=[rates[k] for k in sel], maturity_threshold=[mats[k] for k in sel])
+        return KC(replacement_rate=[rates[k] for k in sel], high_replacement_rate=[high[k] for k in sel],
+                  maturity_threshold=[mats[k] for k in sel])
 
     seeds = [0, 1, 2, 3]
     x, y = _data(4, 300, seed=7)
@@ -267,15 +340,20 @@ def test_member_k_equals_the_member_alone():
     assert _max_diff(pop.parameters_of(0), pop.parameters_of(1)) > 1e-3
 
 
-def test_members_with_and_without_momentum_and_clip_equal_alone():
+@pytest.mark.parametrize("schedule", ["per_step", "per_pass"])
+def test_members_with_and_without_momentum_and_clip_equal_alone(schedule):
     def make(sel):
-        return KA(rho_low=1e-2, rho_high=1e-2, maturity_threshold=10, clip=[[10.0, None, 0.5][k] for k in sel])
+        return KA(rho_low=[[1e-2, 1e-2, 0.0, 2e-2][k] for k in sel], rho_high=1e-2, maturity_threshold=10,
+                  clip=[[10.0, None, 0.5, 1.0][k] for k in sel], schedule=schedule)
 
-    x, y = _data(3, 200, seed=2)
-    mom = [0.9, 0.0, 0.5]
-    pop = _population(make(range(3)), [4, 5, 6], 0.01, activation="tanh", momentum=mom)
+    x, y = _data(4, 200, seed=2)
+    mom = [0.9, 0.0, 0.5, 0.0]
+    pop = _population(make(range(4)), [4, 5, 6, 7], 0.01, activation="tanh", momentum=mom)
     pop.train(x, y)
-    for k in range(3):
+    counts = pop.take_counts()
+    assert (counts["units_rescaled_low"].sum(axis=1) > 0).tolist() == [True, True, False, True]  # rho_low 0
+    assert (counts["units_rescaled_high"].sum(axis=1) > 0).all()
+    for k in range(4):
         alone = _population(make([k]), [4 + k], 0.01, activation="tanh", momentum=[mom[k]])
         alone.train(x[k : k + 1], y[k : k + 1])
         assert _max_diff(pop.parameters_of(k), alone.parameters_of(0)) == 0.0
@@ -285,6 +363,9 @@ def test_members_with_and_without_momentum_and_clip_equal_alone():
     lambda: KC(replacement_rate=1e-2, maturity_threshold=10, util_type="random", accumulate=False),
     lambda: KC(replacement_rate=3e-3, maturity_threshold=10, accumulate=False, bias_correction=True),
     lambda: KA(rho_low=1e-2, rho_high=1e-2, maturity_threshold=10, clip=0.5),
+    lambda: KC(replacement_rate=3e-3, high_replacement_rate=2e-3, maturity_threshold=10, accumulate=False),
+    lambda: KA(rho_low=[[1e-2, 0.0, 1e-2]] * 2, rho_high=[[1e-2, 1e-2, 0.0]] * 2, maturity_threshold=10,
+               schedule="per_pass"),
 ])
 def test_resume_mid_run_is_identical(make):
     """Member states cut after 150 steps and loaded into a fresh population (members re-packed in
@@ -356,10 +437,6 @@ def test_engine_learner_is_refused():
         KernelPopulation(_spec(), [0], 0.01, learner=ContinualBackprop())
     with pytest.raises(ValueError, match="optimizer=sgd only"):
         KernelPopulation(_spec(), [0], 0.01, optimizer="adam")
-    with pytest.raises(ValueError, match="high_replacement_rate > 0"):
-        KernelPopulation(_spec(), [0], 0.01, learner=KC(high_replacement_rate=1e-3))
-    with pytest.raises(ValueError, match="schedule='per_pass'"):
-        KernelPopulation(_spec(), [0], 0.01, learner=KA(schedule="per_pass"))
 
 
 def test_uniform_stream_peek_and_skip_follow_next():
@@ -398,8 +475,9 @@ def test_auto_picks_the_kernel_on_cpu_and_the_engine_where_the_kernel_does_not_r
     assert used("learner=cbp", "optimizer.momentum=0.9", "batch_size=4", "dtype=float64") == "kernel"
     assert used("learner=adapted", "activation=tanh", "dataset=bit_flipping", "network_depth=width_5_depth_6") == "kernel"
     assert used("learner=cbp", "learner.reinit=no_gain", "learner.util_type=contribution") == "kernel"
-    assert used("learner=cbp", "learner.high_replacement_rate=[0,1e-5,0]") == "population"  # [P]'s two-pass CBP
-    assert used("learner=adapted", "learner.schedule=per_pass") == "population"
+    assert used("learner=cbp", "learner.high_replacement_rate=[0,1e-5,0]") == "kernel"  # [P]'s two-pass CBP
+    assert used("learner=adapted", "learner.schedule=per_pass") == "kernel"
+    assert used("experiment=purice/twisted", "method=cbp") == "kernel"  # both in one of [P]'s presets
     assert used("learner=shrink_perturb") == "population"
     assert used("learner=redo") == "population"
     assert used("optimizer=adam") == "population"
@@ -410,8 +488,6 @@ def test_auto_picks_the_kernel_on_cpu_and_the_engine_where_the_kernel_does_not_r
 @pytest.mark.parametrize("overrides,named", [
     (["learner=redo"], "learner=redo"), (["optimizer=adam"], "optimizer=adam"),
     (["network.norm=layer"], "network.norm=layer"), (["learner=shrink_perturb"], "learner=shrink_perturb"),
-    (["learner=cbp", "learner.high_replacement_rate=1e-5"], "learner.high_replacement_rate > 0"),
-    (["learner=adapted", "learner.schedule=per_pass"], "learner.schedule=per_pass"),
 ])
 def test_backend_kernel_refuses_what_it_does_not_run(overrides, named):
     with pytest.raises(ConfigError, match=rf"backend=kernel:.*{named}"):

@@ -106,11 +106,12 @@ class KernelPopulation(Population):
                         "weight_decay": self.weight_decay.numpy()}
         return self._np
 
-    def last_step(self) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    def last_step(self) -> tuple[np.ndarray, np.ndarray, int, bool, np.ndarray]:
         """The last step of the running call: every linear layer's non-zero inputs (indices, counts),
-        its batch size, and whether its rescaled layers are still to be clamped whole."""
-        nz, nzc = self._scratch_arrays[3:5]
-        return nz, nzc, int(self._info[S.I_LAST_BATCH]), bool(self._info[S.I_UNCLAMPED])
+        its batch size, whether its rescaled layers are still to be clamped whole, and its
+        activations h (batch, units)."""
+        h, _, nz, nzc = self._scratch_arrays[1:5]
+        return nz, nzc, int(self._info[S.I_LAST_BATCH]), bool(self._info[S.I_UNCLAMPED]), h
 
     def member_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Member k's theta (P,) and momentum buffer (P,; empty without momentum), numpy views."""

@@ -51,7 +51,7 @@ from numba import njit
 
 from . import activations as A
 from .codes import (CLIP_EVERY_STEP, EVENT_LEARNER, EVENT_NEED_COINS, EVENT_NONE, F_ACCUMULATE, F_BATCH, F_CLIP,
-                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_SYNC_SUMS, F_UTIL, H_ALPHA,
+                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_PER_PASS, F_SYNC_SUMS, F_UTIL, H_ALPHA,
                     H_CLIP, H_DECAY, H_LAMBDA, H_MOMENTUM, I_COINS_USED, I_EVENT, I_LAST_BATCH, I_NEXT, I_UNCLAMPED,
                     LEARNER_ADAPTED, LEARNER_CBP, LOSS_CROSS_ENTROPY)
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
@@ -357,12 +357,12 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
         # ---- the learner's decisions for this step (they depend on ages and accumulators only)
         event = False
         if learner == LEARNER_CBP:
-            if flags[F_ACCUMULATE] == 0 and coin + L > coins.shape[0]:
+            if flags[F_ACCUMULATE] == 0 and coin + 2 * L > coins.shape[0]:  # at most one coin per layer and pass
                 info[I_EVENT] = EVENT_NEED_COINS
                 break
-            event, coin = cbp_decide(layout, lp, age, acc_a, flags[F_ACCUMULATE] != 0, coins, coin, n_due, L)
+            event, coin = cbp_decide(layout, lp, age, acc_a, acc_b, flags[F_ACCUMULATE] != 0, coins, coin, n_due, L)
         elif learner == LEARNER_ADAPTED:
-            event = adapted_decide(layout, lp, age, acc_a, acc_b, n_due, L)
+            event = adapted_decide(layout, lp, age, acc_a, acc_b, n_due, flags[F_PER_PASS] != 0, L)
         # every_step clip: fused into the update, except in a layer rescaled at this step (Python
         # rescales, then clamps it: SPEC 3.5's order)
         clamp_now = clip_kind == CLIP_EVERY_STEP
@@ -458,8 +458,8 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
         # ---- the learner's running statistics (SPEC 3.4 steps 1-3, 3.5 step 1)
         if learner == LEARNER_CBP:
             cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, flags[F_UTIL], B, L, bc, xs)
-        elif learner == LEARNER_ADAPTED:
-            adapted_statistics(layout, lpt, u, h, B, L)
+        elif learner == LEARNER_ADAPTED and not (event and flags[F_PER_PASS] != 0):  # per_pass events update u
+            adapted_statistics(layout, lp, lpt, u, h, B, L, flags[F_PER_PASS] != 0)  # themselves, pass by pass
         s += B
         if event:
             info[I_EVENT] = EVENT_LEARNER

@@ -1,11 +1,10 @@
 """Which runs the kernel backend trains, and which backend ``backend=auto`` picks (README, "Backends").
 
-The kernel (kernel/) covers SGD (optional momentum, coupled weight decay: bp, l2), cbp (one
-pass, either ``reinit``) and the adapted rescaling (``schedule: per_step``), every activation,
-depth, width, batch size, both losses and both dtypes, on the CPU. Shrink & Perturb, ReDo,
-Adam, [P]'s two-pass CBP (``high_replacement_rate`` > 0) and the adapted ``per_pass``
-schedule train on the torch engine (``population``), normalisation layers on the reference. This module never imports numba, so validating a
-config stays cheap.
+The kernel (kernel/) covers SGD (optional momentum, coupled weight decay: bp, l2), cbp (also
+[P]'s two-pass CBP, either ``reinit``) and the adapted rescaling (both schedules), every
+activation, depth, width, batch size, both losses and both dtypes, on the CPU. Shrink & Perturb,
+ReDo and Adam train on the torch engine (``population``), normalisation layers on the reference.
+This module never imports numba, so validating a config stays cheap.
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ def kernel_unsupported(settings) -> list[str]:
     learner = settings.learner
     if learner.name not in KERNEL_LEARNERS:
         problems.append(f"learner={learner.name} (the kernel runs {', '.join(KERNEL_LEARNERS)})")
-    if learner.name == "cbp" and any(r > 0 for r in _values(learner.high_replacement_rate)):
-        problems.append("learner.high_replacement_rate > 0 (the kernel runs CBP's low-utility pass only)")
-    if learner.name == "adapted" and learner.schedule != "per_step":
-        problems.append(f"learner.schedule={learner.schedule} (the kernel runs schedule=per_step)")
     if settings.optimizer.name not in KERNEL_OPTIMIZERS:
         problems.append(f"optimizer={settings.optimizer.name} (the kernel runs sgd, with or without momentum)")
     device = settings.device
@@ -36,11 +31,6 @@ def kernel_unsupported(settings) -> list[str]:
     if device != "cpu":
         problems.append(f"device={settings.device} (the kernel runs on the CPU)")
     return problems
-
-
-def _values(value) -> list:
-    """A per-layer value (a number or one per hidden layer) as a list."""
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def choose_backend(settings) -> str:

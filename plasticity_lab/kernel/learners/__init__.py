@@ -12,9 +12,8 @@ Each kernel learner subclasses the engine's learner (same constructor, hyperpara
 checkpointed state, probes' interface) and adds what the kernel needs: its per-unit state
 in flat arrays (``units``), ``kernel_state(k)`` / ``kernel_flags(k, ...)`` (what the compiled
 step receives for member k), and ``handle_event(pop, k, n_due)`` (the replacement / rescaling
-in Python, with the member's generators). Shrink & Perturb, ReDo, [P]'s two-pass CBP and the
-adapted ``per_pass`` schedule have no kernel form: such runs train on the torch engine
-(kernel/support.py).
+in Python, with the member's generators). Shrink & Perturb and ReDo have no kernel form: such
+runs train on the torch engine (kernel/support.py).
 """
 
 from __future__ import annotations

@@ -1,22 +1,23 @@
-"""Continual Backpropagation (SPEC 3.4) in the kernel backend; Dohare et al. 2024 [D], per-layer rates [J].
+"""Continual Backpropagation (SPEC 3.4) in the kernel backend; Dohare et al. 2024 [D], per-layer rates [J],
+the high-utility pass and ``reinit: no_gain`` of Purice 2025 [P] (SPEC 5, "Preset fidelity").
 
 Compiled (called by kernel/step.py every step): ``cbp_decide`` (steps 1, 4, 5: ages, #eligible,
-how many units are due, by accumulation or the coin rule with the member's pre-drawn coins)
-and ``cbp_statistics`` (steps 2-3: the running mean activation f and the running utility u of
-every ``util_type``, from the step's activations and the fused |w| sums).
+how many units are due in the low-utility pass and then in [P]'s high-utility pass, each by its own
+accumulator or the coin rule with the member's pre-drawn coins) and ``cbp_statistics`` (steps 2-3:
+the running mean activation f and the running utility u of every ``util_type``, from the step's
+activations and the fused |w| sums).
 
-At an event (``KernelContinualBackprop.handle_event``), layer by layer as the engine does:
-Python draws with the member's own generators (REINIT: the fresh input weights via
-``network.init_weight``; UTIL: the ``random`` utility), and the compiled ``cbp_replace`` does
-steps 6-8: the n eligible units with the smallest u_hat (ties: lowest index), fresh input row
-(``reinit``: the layer's init distribution, or without the activation gain, [P]),
-bias 0, optional bias correction, outgoing weights 0, age = u = f = 0, momentum buffers 0, and
-recomputes exactly the |w| sums the replacement changed.
+At an event (``KernelContinualBackprop.handle_event``), pass by pass (low, then high) and layer by
+layer as the engine does: Python draws with the member's own generators (REINIT: the fresh input
+weights via ``network.init_weight``; UTIL: the ``random`` utility), and the compiled
+``cbp_replace`` does steps 6-8: the n eligible units with the smallest u_hat (the high pass: the
+largest; ties: lowest index), fresh input row (``reinit``: the layer's init distribution, or
+without the activation gain, [P]), bias 0, optional bias correction, outgoing weights 0,
+age = u = f = 0, momentum buffers 0, and recomputes exactly the |w| sums the replacement changed.
 
 ``KernelContinualBackprop`` IS the engine's ``ContinualBackprop`` (same hyperparameters,
 same checkpointed state, probes' ``utility_stats``, ``freeze``) with its per-unit state in
-the flat arrays the kernel reads. The kernel runs the low-utility pass; [P]'s two-pass CBP
-(``high_replacement_rate`` > 0) trains on the torch engine (kernel/support.py).
+the flat arrays the kernel reads.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from ...engine.learners.cbp import UTIL_TYPES, ContinualBackprop
 from ...network import init_weight
 from ..codes import F_ACCUMULATE, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
-from .base import ACTIVE, AGE_ONE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, KernelLearner, accumulate, age_layer, lerp
+from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate, age_layer,
+                   lerp)
 
 UTIL_CODES = {name: i for i, name in enumerate(UTIL_TYPES)}
 CONTRIBUTION, ADAPTABLE, ZERO_CONTRIBUTION, WEIGHT, ADAPTATION, FEATURE_BY_INPUT, RANDOM = (
@@ -40,28 +42,39 @@ NEEDS_IN_SUMS = {"adaptable_contribution", "adaptation", "feature_by_input"}  # 
 NEEDS_OUT_SUMS = {"contribution", "adaptable_contribution", "zero_contribution", "weight"}  # mean_k |W_next[k, i]|
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _pass_count(acc, l, rate, eligible, accumulate_on, coins, coin):
+    """Step 5 for one pass on layer l: (units due, coins used so far); rate 0: none, and no coin."""
+    if rate == 0:
+        return 0, coin
+    if accumulate_on:
+        return accumulate(acc, l, rate, eligible), coin
+    expected = rate * eligible  # the coin rule (engine/learners/base.coin_counts)
+    if eligible > 0 and expected < 1:
+        return (1 if coins[coin] <= expected else 0), coin + 1
+    return int(np.floor(expected)), coin
+
+
 @njit(cache=True, error_model="numpy")
-def cbp_decide(layout, lp, age, acc, accumulate_on, coins, coin, n_due, L):
-    """Steps 1, 4, 5 for every hidden layer: n_due[0, l] units due this step; returns (any due, coins used so far)."""
+def cbp_decide(layout, lp, age, acc_low, acc_high, accumulate_on, coins, coin, n_due, L):
+    """Steps 1, 4, 5 for every hidden layer: n_due[0, l] units due this step in the low-utility pass
+    (rate RATE_A, accumulator ``acc_low``), then n_due[1, l] in [P]'s high-utility pass (RATE_B,
+    ``acc_high``) among the eligible units the low pass leaves (its units have age 0). Coins are read
+    in the engine's order: the low pass's layers, then the high pass's. Returns (any due, coins used
+    so far)."""
+    for l in range(L):  # step 1 (a layer whose rates are 0 skips the whole algorithm); n_due[1] holds
+        n_due[0, l] = 0  # #eligible until the high pass replaces it by its count
+        n_due[1, l] = age_layer(layout, lp, age, l) if lp[ACTIVE, l] != 0 else 0
+    for l in range(L):
+        if lp[ACTIVE, l] != 0:
+            n_due[0, l], coin = _pass_count(acc_low, l, lp[RATE_A, l], n_due[1, l], accumulate_on, coins, coin)
+    for l in range(L):
+        if lp[ACTIVE, l] != 0:
+            n_due[1, l], coin = _pass_count(acc_high, l, lp[RATE_B, l], n_due[1, l] - n_due[0, l], accumulate_on,
+                                            coins, coin)
     event = False
     for l in range(L):
-        n_due[0, l] = 0
-        n_due[1, l] = 0
-        if lp[ACTIVE, l] == 0:
-            continue  # step 1: a layer with rate 0 skips the whole algorithm
-        eligible = age_layer(layout, lp, age, l)
-        rate = lp[RATE_A, l]
-        if accumulate_on:
-            n = accumulate(acc, l, rate, eligible)
-        else:  # the coin rule (engine/learners/base.coin_counts)
-            expected = rate * eligible
-            n = int(np.floor(expected))
-            if eligible > 0 and expected < 1:
-                n = 1 if coins[coin] <= expected else 0
-                coin += 1
-        n_due[0, l] = n
-        if n > 0:
-            event = True
+        event |= n_due[0, l] + n_due[1, l] > 0
     return event, coin
 
 
@@ -141,10 +154,11 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x
 
 
 @njit(cache=True, error_model="numpy")
-def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, keys, fresh, bias_correction, in_sum, out_sum,
+def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, highest, keys, fresh, bias_correction, in_sum, out_sum,
                 need_in, need_out, L):
     """Steps 6-8 for one member and hidden layer l: the n eligible units with the smallest key
-    (u_hat = u / (1 - eta^age), or the given ``keys``: the ``random`` utility; ties: lowest index)
+    (``highest``: the largest, [P]'s high-utility pass; u_hat = u / (1 - eta^age), or the given
+    ``keys``: the ``random`` utility; ties: lowest index)
     get input weights ``fresh`` (n, in), bias 0, (``bias_correction``: the next bias += their
     outgoing weights times f_hat), outgoing weights 0, age = f = u = 0, momentum buffers 0.
     Then the |w| sums the replacement changed are recomputed exactly. Returns the units."""
@@ -162,7 +176,7 @@ def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, keys, fresh, bias_corre
     for i in range(H):
         bc[i] = typed[1] - typed[0] ** al[i]  # the bias correction 1 - eta^age
         key = keys[i] if keys.shape[0] > 0 else ul[i] / bc[i]
-        masked[i] = key if al[i] > m else np.inf
+        masked[i] = (-key if highest else key) if al[i] > m else np.inf
     units = np.argsort(masked, kind="mergesort")[:n]  # stable: ties by the lowest index
     momentum = buf.shape[0] > 0
     for t in range(n):
@@ -225,20 +239,16 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
 
     def setup(self, pop) -> None:
         super().setup(pop)
-        if (self.rho_high > 0).any():
-            raise ValueError("high_replacement_rate > 0: the kernel backend runs CBP's one (low-utility) pass; "
-                             "the two-pass CBP trains on the population engine")
-        self._kernel_setup(pop, ("age", "f", "u"), self.rho)
+        self._kernel_setup(pop, ("age", "f", "u"), self.rho, self.rho_high)
         self.util_code = UTIL_CODES[self.util_type]
         self.needs_in = self.util_type in NEEDS_IN_SUMS
         self.needs_out = self.util_type in NEEDS_OUT_SUMS
         # the fused |w| sums (float64), shared by the members (recomputed at the start of every chunk)
         self.abs_sums = np.zeros((2, pop.layout.num_hidden_units))
-        self._no_acc = np.zeros(pop.spec.num_hidden)
 
     def kernel_state(self, k: int) -> tuple:
         units = self.units.numpy()
-        return (self.lp[k], units[0, k], units[1, k], units[2, k], self.acc[k], self._no_acc,
+        return (self.lp[k], units[0, k], units[1, k], units[2, k], self.acc[k], self.acc_high[k],
                 self.abs_sums[0], self.abs_sums[1])
 
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
@@ -256,28 +266,28 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
             self.coins[k].skip(n)
 
     def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
-        """Steps 6-8 for member k, layer by layer (``cbp_replace``); the member's generators draw
-        the fresh input weights (REINIT, ``network.init_weight``) and the ``random`` utility
-        (UTIL) exactly as the engine's do."""
-        n = n_due[0]
-        if not n.any():  # warm_up: load the compiled replacement without replacing anything
-            theta, buf = pop.member_arrays(k)
-            cbp_replace(pop.layout.table, theta, buf, self.lp[k], *self.units.numpy()[:, k], 0, 0,
-                        self.units.numpy()[2, k, :0], np.zeros((0, pop.spec.sizes[0]), theta.dtype), False,
-                        self.abs_sums[0], self.abs_sums[1], False, False, pop.spec.num_hidden)
-            return
+        """Steps 6-8 for member k: the low-utility pass layer by layer, then [P]'s high-utility pass
+        (``cbp_replace``), as the engine; the member's generators draw the fresh input weights
+        (REINIT, ``network.init_weight``) and the ``random`` utility (UTIL, each pass its own draw)
+        exactly as the engine's do."""
         units = self.units.numpy()
         theta, buf = pop.member_arrays(k)
+        if not n_due.any():  # warm_up: load the compiled replacement without replacing anything
+            cbp_replace(pop.layout.table, theta, buf, self.lp[k], *units[:, k], 0, 0, False, units[2, k, :0],
+                        np.zeros((0, pop.spec.sizes[0]), theta.dtype), False, self.abs_sums[0], self.abs_sums[1],
+                        False, False, pop.spec.num_hidden)
+            return
         H = pop.layout.sizes
-        for l in np.flatnonzero(n):
-            l, count = int(l), int(n[l])
-            if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (float32 draws)
-                keys = torch.rand(H[l + 1], generator=self.util_gen[k]).to(pop.dtype).numpy()
-            else:
-                keys = units[2, k, :0]
-            fresh = init_weight(pop.spec, l, self.reinit_gen[k], count, CBP_REINIT_GAIN[self.reinit])
-            fresh = fresh.to(pop.dtype).numpy()
-            cbp_replace(pop.layout.table, theta, buf, self.lp[k], units[0, k], units[1, k], units[2, k], l, count,
-                        keys, fresh, self.bias_correction, self.abs_sums[0], self.abs_sums[1], self.needs_in,
-                        self.needs_out, pop.spec.num_hidden)
-        self.counts["units_reset"][k] += n
+        for side in range(2):
+            for l in np.flatnonzero(n_due[side]):
+                l, count = int(l), int(n_due[side, l])
+                if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (float32 draws)
+                    keys = torch.rand(H[l + 1], generator=self.util_gen[k]).to(pop.dtype).numpy()
+                else:
+                    keys = units[2, k, :0]
+                fresh = init_weight(pop.spec, l, self.reinit_gen[k], count, CBP_REINIT_GAIN[self.reinit])
+                fresh = fresh.to(pop.dtype).numpy()
+                cbp_replace(pop.layout.table, theta, buf, self.lp[k], units[0, k], units[1, k], units[2, k], l,
+                            count, side == 1, keys, fresh, self.bias_correction, self.abs_sums[0], self.abs_sums[1],
+                            self.needs_in, self.needs_out, pop.spec.num_hidden)
+        self.counts["units_reset"][k] += n_due[0] + n_due[1]
