@@ -215,7 +215,7 @@ PER_PASS_CASES = [  # schedule per_pass ([P]'s "modified cfg" code, SPEC 5): eac
     ("relu", dict(c_low=-0.5, c_high=0.5, rho_low=1e-2, rho_high=5e-3, maturity_threshold=20), torch.float32, 2e-5),
     ("relu", dict(c_low=-0.5, c_high=0.5, rho_low=1e-2, rho_high=2e-2, maturity_threshold=10, clip=None),
      torch.float64, 1e-10),  # clamping off
-    ("tanh", dict(c_low=[0.5, -1.0, 0.5], c_high=[0.2, 1.5, -0.5], rho_low=[1e-2, 0.0, 5e-3],
+    ("tanh", dict(c_low=[0.5, -1.0, 0.5], c_high=[0.2, 0.5, -0.5], rho_low=[1e-2, 0.0, 5e-3],
                   rho_high=[5e-3, 1e-2, 0.0], maturity_threshold=[20, 10, 0]), torch.float64, 1e-10),  # one pass
     # per layer; m = 0: a unit rescaled by the low pass is eligible again in the high pass
     ("tanh", dict(c_low=1.5, c_high=3.0, rho_low=5e-3, rho_high=5e-3, maturity_threshold=20), torch.float64,

@@ -57,14 +57,9 @@ from .codes import (CLIP_EVERY_STEP, EVENT_LEARNER, EVENT_NEED_COINS, EVENT_NONE
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .learners.adapted import adapted_statistics, adapted_decide
 from .learners.cbp import cbp_decide, cbp_statistics
+from .rows import (FAST, axpy_rows, dot_rows, update_rows, update_rows_both, update_rows_clamp, update_rows_in,
+                   update_rows_out)
 
-
-
-# Every hot loop below indexes a view with its bare loop variable (W[j, i] or w[i], not theta[r + i]):
-# numba then knows the index is not negative (no wrap-around branch) and LLVM vectorises it.
-# Reductions (dot products, |w| sums) may be reassociated so that they vectorise too (fastmath
-# "reassoc" and "contract" only: NaN and inf keep their IEEE meaning, so a diverging member shows).
-FAST = {"reassoc", "contract"}
 
 
 @njit(cache=True, error_model="numpy", fastmath=FAST)
@@ -113,74 +108,6 @@ def clamp_hidden(layout, theta, L, c, skip):
         w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
         _clamp(theta[w0 : w0 + n_in * n_out], c)
         _clamp(theta[b0 : b0 + n_out], c)
-
-
-# ---------------------------------------------------------------------------- kernels on one row
-# A layer is a 2-D (in, out) view W of theta, made once per layer and step; the row kernels take
-# W and a row index j (a slice per row would cost an array object per row, and rows are short).
-@njit(cache=True, error_model="numpy", inline="always")
-def _axpy_row(z, v, W, j):
-    """z += v W[j, :] (the forward pass's contribution of input j)."""
-    for i in range(z.shape[0]):
-        z[i] += v * W[j, i]
-
-
-@njit(cache=True, error_model="numpy", fastmath=FAST)
-def _dot_row(W, j, d, zero):
-    """sum_i W[j, i] d[i] (input unit j's backpropagated gradient)."""
-    g = zero
-    for i in range(d.shape[0]):
-        g += W[j, i] * d[i]
-    return g
-
-
-# W[j, :] -= v * d (one example's rank-1 contribution to one input row), in the variants the
-# learners need; separate loops so that each one vectorises.
-@njit(cache=True, error_model="numpy", inline="always")
-def _row_plain(W, j, v, d):
-    for i in range(d.shape[0]):
-        W[j, i] -= v * d[i]
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _row_clamp(W, j, v, d, c):
-    for i in range(d.shape[0]):
-        W[j, i] = min(max(W[j, i] - v * d[i], -c), c)
-
-
-# In sums: the step's changes |new| - |old| (exact in the weights' dtype when they are close, by
-# Sterbenz's lemma) are collected in ``dcs`` (the dtype) and added to the float64 sums once per
-# layer and step. Out sums: a touched row's sum, in the dtype (as the engine's torch sums).
-@njit(cache=True, error_model="numpy", inline="always")
-def _row_in_sums(W, j, v, d, dcs):
-    for i in range(d.shape[0]):
-        old = W[j, i]
-        new = old - v * d[i]
-        W[j, i] = new
-        dcs[i] += abs(new) - abs(old)
-
-
-@njit(cache=True, error_model="numpy", fastmath=FAST)
-def _row_out_sum(W, j, v, d, zero):
-    s = zero
-    for i in range(d.shape[0]):
-        new = W[j, i] - v * d[i]
-        W[j, i] = new
-        s += abs(new)
-    return s
-
-
-@njit(cache=True, error_model="numpy", fastmath=FAST)
-def _row_both_sums(W, j, v, d, dcs, zero):
-    s = zero
-    for i in range(d.shape[0]):
-        old = W[j, i]
-        new = old - v * d[i]
-        W[j, i] = new
-        a = abs(new)
-        dcs[i] += a - abs(old)
-        s += a
-    return s
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -268,19 +195,16 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
             d = delta[b, o : o + n_out]
             inp = src[row0 + b, col0 : col0 + n_in]
             active = nz[b, seg : seg + nzc[b, l]]
-            for t in range(active.shape[0]):
-                j = active[t]
-                v = inp[j]
-                if do_clamp and B == 1:
-                    _row_clamp(W2, j, v, d, c)
-                elif not tracking:
-                    _row_plain(W2, j, v, d)
-                elif track_in and track_out:
-                    out_sum[o_out + j] = _row_both_sums(W2, j, v, d, dcs, zero)
-                elif track_in:
-                    _row_in_sums(W2, j, v, d, dcs)
-                else:
-                    out_sum[o_out + j] = _row_out_sum(W2, j, v, d, zero)
+            if do_clamp and B == 1:
+                update_rows_clamp(W2, active, inp, d, c)
+            elif not tracking:
+                update_rows(W2, active, inp, d)
+            elif track_in and track_out:
+                update_rows_both(W2, active, inp, d, dcs, out_sum, o_out, zero)
+            elif track_in:
+                update_rows_in(W2, active, inp, d, dcs)
+            else:
+                update_rows_out(W2, active, inp, d, out_sum, o_out, zero)
         if tracking and track_in:
             for i in range(n_out):
                 cs[i] += dcs[i]
@@ -342,6 +266,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     bc = np.empty(layout[R_UOFF, L])
     xs = np.empty(layout[R_UOFF, L])
     dcs = np.empty(layout[R_UOFF, L], theta.dtype)
+    every = np.arange(layout[R_UOFF, L])  # every unit of a hidden layer: the rows of a dense backward pass
     need_sums = learner == LEARNER_CBP and (flags[F_NEED_IN] != 0 or flags[F_NEED_OUT] != 0)
     if need_sums and flags[F_SYNC_SUMS] != 0:
         sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0)
@@ -380,10 +305,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                 active = nz[b, seg : seg + nzc[b, l]]
                 zb = z[b, o : o + n_out]
                 zb[:] = theta[b0 : b0 + n_out]
-                Wl = theta[w0 : w0 + n_in * n_out].reshape((n_in, n_out))
-                for t in range(active.shape[0]):
-                    j = active[t]
-                    _axpy_row(zb, src[j], Wl, j)
+                axpy_rows(zb, theta[w0 : w0 + n_in * n_out].reshape((n_in, n_out)), src, active)
                 if l < L:
                     code = layout[R_ACT, l]
                     hb = h[b, o : o + n_out]
@@ -433,17 +355,13 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
                     hin = h[b, oi : oi + n_in]
                     zin = z[b, oi : oi + n_in]
                     dprev = delta[b, oi : oi + n_in]
-                    if A.zero_gradient_where_zero(code):  # relu: only the active units have a gradient
-                        dprev[:] = zero
-                        active = nz[b, seg : seg + nzc[b, l]]
-                        for t in range(active.shape[0]):
-                            j = active[t]
-                            g = _dot_row(Wl, j, d, zero)
-                            dprev[j] = A.backward(code, g, zin[j], hin[j])
+                    if A.zero_gradient_where_zero(code):  # relu: only the active units have a gradient,
+                        dprev[:] = zero  # and there it passes unchanged
+                        dot_rows(Wl, nz[b, seg : seg + nzc[b, l]], d, dprev, zero)
                     else:
+                        dot_rows(Wl, every[:n_in], d, dprev, zero)
                         for j in range(n_in):
-                            g = _dot_row(Wl, j, d, zero)
-                            dprev[j] = A.backward(code, g, zin[j], hin[j])
+                            dprev[j] = A.backward(code, dprev[j], zin[j], hin[j])
                 _update_layer(layout, theta, buf, l, L, B, h, 0, oi, delta, nz, nzc, hyper, flags,
                               clamp_now and not (l < L and rescaling[l]),
                               in_sum, out_sum, dcs, zero)
