@@ -68,8 +68,14 @@ def init_weight(spec: NetworkSpec, layer: int, gen: torch.Generator, rows: int |
     """
     n_out = spec.sizes[layer + 1] if rows is None else rows
     b = spec.init_bound(layer, gain)
-    w = torch.empty(n_out, spec.sizes[layer], device=gen.device)
-    return w.uniform_(-b, b, generator=gen)
+    return uniform(gen, (n_out, spec.sizes[layer]), -b, b)
+
+
+def uniform(gen: torch.Generator, shape, low: float, high: float) -> torch.Tensor:
+    """U(low, high) draws of ``shape`` from ``gen`` (float32, on its device): one number of the
+    generator's stream per element, whatever the bounds (the kernel's read-ahead relies on it,
+    kernel/draws.py)."""
+    return torch.empty(shape, device=gen.device).uniform_(low, high, generator=gen)
 
 
 def initial_parameters(spec: NetworkSpec, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -38,8 +38,7 @@ from plasticity_lab.engine import learners as E
 from plasticity_lab.engine.population import StepResult
 from plasticity_lab.reference import ReferenceLearner, ReferencePopulation
 from plasticity_lab.kernel import KERNEL_LEARNER_CLASSES, KernelPopulation
-from plasticity_lab.kernel.codes import I_LAST_BATCH, I_UNCLAMPED
-from plasticity_lab.kernel.learners.adapted import adapted_decide, adapted_statistics
+from plasticity_lab.kernel.learners.adapted import adapted_decide, adapted_event, adapted_statistics
 from plasticity_lab.kernel.learners.cbp import cbp_decide, cbp_statistics
 from plasticity_lab.kernel.step import clamp_hidden, sync_abs_sums
 from plasticity_lab.reference import resets as R
@@ -237,13 +236,13 @@ class KernelImpl(EngineImpl):
         L, B, table = self.spec.num_hidden, features[0].shape[0], layout.table
         np_dtype = np.dtype(str(self.dtype).removeprefix("torch."))
         h = pop._scratch(B)[1]  # the step's activations where the kernel keeps them
-        pop._info[I_LAST_BATCH] = B
         for l, feature in enumerate(features):
             h[:, layout.uoff[l] : layout.uoff[l] + feature.shape[1]] = self._tensor(feature).numpy()
-        lp, lpt = lrn.lp[0], lrn.lp[0].astype(np_dtype)
+        lp, lpt = lrn.lp[0], lrn.lpt[0]
         units = lrn.units.numpy()[:, 0]
         theta = pop.theta.numpy()[0]
         n_due = np.zeros((2, L), dtype=np.int64)
+        flags, hyper, _ = pop._member_settings(0, B)
         hidden = layout.num_hidden_units
         if isinstance(lrn, KERNEL_LEARNER_CLASSES["cbp"]):
             coins = lrn.coins_ahead(0, 2 * L)  # at most one per layer and pass
@@ -252,6 +251,9 @@ class KernelImpl(EngineImpl):
             sync_abs_sums(table, theta, lrn.abs_sums[0], lrn.abs_sums[1], L, True, True)
             cbp_statistics(table, lpt, units[0], units[1], units[2], h, lrn.abs_sums[0], lrn.abs_sums[1],
                            lrn.util_code, B, L, np.empty(hidden), np.empty(hidden))
+            if n_due.any():
+                lrn.handle_event(pop, 0, n_due, flags)  # draws ahead, then the compiled cbp_event
+            lrn.end_chunk(0)
         else:
             per_pass = lrn.schedule == "per_pass"
             event = adapted_decide(table, lp, units[0], lrn.acc["low"][0], lrn.acc["high"][0], n_due, per_pass, L)
@@ -259,10 +261,13 @@ class KernelImpl(EngineImpl):
                 adapted_statistics(table, lp, lpt, units[1], h, B, L, per_pass)
             clip = lrn.clip_bound(0)
             if math.isfinite(clip) and not per_pass:  # the clamp the step fuses into its update
-                clamp_hidden(table, theta, L, np_dtype.type(clip), n_due.sum(axis=0) > 0)
-            pop._info[I_UNCLAMPED] = 1  # no update ran: the event clamps its layers whole
-        if n_due.any():
-            lrn.handle_event(pop, 0, n_due)
+                clamp_hidden(table, theta, L, np_dtype.type(clip), n_due, True)
+            if event:  # (no update ran: the rescaled layers are clamped whole)
+                nz, nzc = pop._scratch(B)[3:5]
+                work = pop.work_space()
+                adapted_event(table, theta, lp, lpt, units[0], units[1], h, B, n_due, lrn.factors_np[0],
+                              lrn.counts_np[0], per_pass, clip if math.isfinite(clip) else -1.0, True, nz, nzc,
+                              work["work"][2], work["marks"], L)
 
     def step(self, x, y):
         self.pop.train(self._tensor(x).unsqueeze(0), torch.as_tensor(y).unsqueeze(0), batch_size=len(y))

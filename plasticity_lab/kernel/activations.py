@@ -17,6 +17,7 @@ import math
 from numba import njit
 
 from ..activations import ACTIVATIONS, LEAKY_RELU_SLOPE
+from .jit import INLINE
 
 NAMES = ("relu", "tanh", "sigmoid", "selu", "elu", "gelu", "leaky_relu", "swish", "celu", "identity")
 CODES = {name: i for i, name in enumerate(NAMES)}
@@ -29,7 +30,7 @@ _INV_SQRT2 = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def forward(code, z):
     """The activation of ``code`` at ``z`` (a float32 or float64 scalar, returned in its type)."""
     one = z - z + 1  # 1 in z's type
@@ -52,7 +53,18 @@ def forward(code, z):
     return z  # identity
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
+def forward_layer(code, z, h):
+    """h = the activation of ``code`` at every entry of z (relu: a loop that vectorises)."""
+    if code == RELU:
+        for i in range(z.shape[0]):
+            h[i] = z[i] if z[i] > 0 else z[i] - z[i]  # (z - z: NaN stays NaN)
+    else:
+        for i in range(z.shape[0]):
+            h[i] = forward(code, z[i])
+
+
+@njit(**INLINE)
 def backward(code, g, z, h):
     """dL/dz given dL/dh = ``g``, the pre-activation ``z`` and the post-activation ``h``."""
     one = z - z + 1
@@ -78,7 +90,14 @@ def backward(code, g, z, h):
     return g  # identity
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
+def backward_layer(code, g, z, h):
+    """g <- dL/dz for every entry, given dL/dh = g, the pre-activations z and the post-activations h."""
+    for j in range(g.shape[0]):
+        g[j] = backward(code, g[j], z[j], h[j])
+
+
+@njit(**INLINE)
 def zero_gradient_where_zero(code):
     """Whether dL/dz is exactly 0 wherever h == 0 (relu), so the backward pass may skip those units."""
     return code == RELU

@@ -38,7 +38,7 @@ from ..network import NetworkSpec
 from . import codes as S
 from .step import train_member
 from .layout import Layout
-from .learners.base import NUM_ROWS, KernelLearner
+from .learners.base import _NO_DRAWS, NUM_ROWS, KernelLearner
 from .optim import KernelMomentumSGD, make_kernel_optimizer
 
 COIN_BLOCK = 4096  # coins read ahead per call (accumulate: false)
@@ -106,13 +106,6 @@ class KernelPopulation(Population):
                         "weight_decay": self.weight_decay.numpy()}
         return self._np
 
-    def last_step(self) -> tuple[np.ndarray, np.ndarray, int, bool, np.ndarray]:
-        """The last step of the running call: every linear layer's non-zero inputs (indices, counts),
-        its batch size, whether its rescaled layers are still to be clamped whole, and its
-        activations h (batch, units)."""
-        h, _, nz, nzc = self._scratch_arrays[1:5]
-        return nz, nzc, int(self._info[S.I_LAST_BATCH]), bool(self._info[S.I_UNCLAMPED]), h
-
     def member_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Member k's theta (P,) and momentum buffer (P,; empty without momentum), numpy views."""
         buf = self.optimizer.buf.numpy()[k] if isinstance(self.optimizer, KernelMomentumSGD) else self._no_buf
@@ -149,17 +142,22 @@ class KernelPopulation(Population):
             # hidden layer clamped whole (kernel/step.py)
             start = 0
             while True:  # (at least one call, so that an empty chunk loads the compiled code: _warm_up)
-                coins = learner.coins_ahead(k, COIN_BLOCK) if learner is not None else self._no_coins
+                if learner is not None:
+                    ahead = (learner.coins_ahead(k, COIN_BLOCK), *learner.draws_ahead(k))
+                else:
+                    ahead = self._nothing_ahead
                 train_member(self.layout.table, arrays["theta"][k], buf, hyper, flags, xk, y_class, y_value,
-                             start, n, *lstate, coins, *scratch, totals, info)
+                             start, n, *lstate, *ahead, *scratch, totals, info)
                 flags[S.F_SYNC_SUMS] = flags[S.F_FULL_CLAMP] = 0
                 if learner is not None:
                     learner.coins_used(k, int(info[S.I_COINS_USED]))
-                    if info[S.I_EVENT] == S.EVENT_LEARNER:
-                        learner.handle_event(self, k, scratch[-1])
+                    if info[S.I_EVENT] == S.EVENT_NEED_DRAWS:  # the step's replacements, after drawing further ahead
+                        learner.handle_event(self, k, scratch[5], flags)
                 start = int(info[S.I_NEXT])
                 if start >= n:
                     break
+            if learner is not None:
+                learner.end_chunk(k)
             self.loss_sum[k] += totals[0]
             self.correct[k] += int(totals[1])
         self.t += math.ceil(n / batch_size)
@@ -183,18 +181,29 @@ class KernelPopulation(Population):
         buf = self.optimizer.buf.numpy()[k] if momentum != 0.0 else self._no_buf
         return flags, hyper, buf
 
-    def _scratch(self, B: int):
-        """Per-call work arrays: pre-activations z, activations h, deltas (B, units), every linear
-        layer's non-zero inputs (indices (B, in + units), counts (B, L + 1)), the units due (2, L)."""
+    def _scratch(self, B: int) -> tuple:
+        """Per-call work arrays of the compiled step (it allocates nothing, kernel/jit.py): pre-activations
+        z, activations h, deltas (B, units), every linear layer's non-zero inputs (indices (B, in +
+        units), counts (B, L + 1)), the units due (2, L), then ``work_space``'s."""
         key = (B, self.dtype)
         if getattr(self, "_scratch_key", None) != key:
             U, n_in, L = self.layout.num_units, self.spec.sizes[0], self.spec.num_hidden
             d = np.dtype(str(self.dtype).removeprefix("torch."))
             self._scratch_arrays = (np.zeros((B, U), d), np.zeros((B, U), d), np.zeros((B, U), d),
                                     np.zeros((B, n_in + U), np.int64), np.zeros((B, L + 1), np.int64),
-                                    np.zeros((2, max(L, 1)), np.int64))
+                                    np.zeros((2, max(L, 1)), np.int64), *self.work_space().values())
             self._scratch_key = key
         return self._scratch_arrays
+
+    def work_space(self) -> dict:
+        """The step's and the learners' work arrays that do not depend on the batch: ``work`` float64
+        (4, units), ``dcs`` (units,) in the dtype, ``iota`` = 0, 1, ..., units - 1, ``marks`` (3, units)
+        int64 (kernel/step.py, kernel/learners/)."""
+        if getattr(self, "_work_space", None) is None:
+            U, d = self.layout.num_units, np.dtype(str(self.dtype).removeprefix("torch."))
+            self._work_space = {"work": np.zeros((4, U)), "dcs": np.zeros(U, d), "iota": np.arange(U, dtype=np.int64),
+                                "marks": np.zeros((3, U), np.int64)}
+        return self._work_space
 
     @property
     def _no_buf(self):
@@ -202,7 +211,6 @@ class KernelPopulation(Population):
 
     _no_value = property(lambda self: np.zeros(0, self._arrays()["theta"].dtype))
     _no_class = np.zeros(0, np.int64)
-    _no_coins = np.zeros(0)
 
     @property
     def _no_learner(self):
@@ -210,7 +218,10 @@ class KernelPopulation(Population):
         d = self._arrays()["theta"].dtype
         L = self.spec.num_hidden
         z = np.zeros(0, d)
-        return (np.zeros((NUM_ROWS, L)), z, z, z, np.zeros(L), np.zeros(L), np.zeros(0), np.zeros(0))
+        return (np.zeros((NUM_ROWS, L)), np.zeros((NUM_ROWS, L), d), z, z, z, np.zeros(L), np.zeros(L), np.zeros(0),
+                np.zeros(0), np.zeros((2, L), d), np.zeros((2, L), np.int64))
+
+    _nothing_ahead = (np.zeros(0), *_NO_DRAWS)  # no coins, no draws
 
     # ------------------------------------------------------------------ members
     def freeze(self, k: int):

@@ -19,18 +19,17 @@ within float32 rounding of the reference's (tests/test_kernel.py), the same in e
 
 Loops index the views with their bare loop variable (W[j, i], z[i]): numba then knows the index
 is not negative (no wrap-around branch) and LLVM vectorises them. Reductions (dot products, |w|
-sums) may be reassociated so that they vectorise too (fastmath "reassoc" and "contract" only:
-NaN and inf keep their IEEE meaning, so a diverging member shows).
+sums) may be reassociated so that they vectorise too (kernel/jit.py, ``FAST``).
 """
 
 from __future__ import annotations
 
 from numba import njit
 
-FAST = {"reassoc", "contract"}
+from .jit import FAST, INLINE, JIT
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def axpy_rows(z, W, src, rows):
     """z += sum_t src[rows[t]] W[rows[t], :]."""
     n, t = rows.shape[0], 0
@@ -48,7 +47,7 @@ def axpy_rows(z, W, src, rows):
         t += 1
 
 
-@njit(cache=True, error_model="numpy", fastmath=FAST)
+@njit(**JIT, fastmath=FAST)
 def dot_rows(W, rows, d, g, zero):
     """g[rows[t]] = W[rows[t], :] . d for every t (``zero``: 0 in the weights' dtype)."""
     n, t = rows.shape[0], 0
@@ -72,7 +71,7 @@ def dot_rows(W, rows, d, g, zero):
         t += 1
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def update_rows(W, rows, src, d):
     """W[j, :] -= src[j] d for every listed row j."""
     n, t = rows.shape[0], 0
@@ -94,7 +93,7 @@ def update_rows(W, rows, src, d):
         t += 1
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def update_rows_clamp(W, rows, src, d, c):
     """W[j, :] = clamp(W[j, :] - src[j] d, -c, c) for every listed row j."""
     n, t = rows.shape[0], 0
@@ -120,7 +119,7 @@ def update_rows_clamp(W, rows, src, d, c):
 # weights' dtype when they are close, by Sterbenz's lemma) are collected in ``dcs`` (the dtype).
 # Out sums: a touched row's sum |W[j, :]| after the update, into out_sum[o + j] (in the dtype, as
 # the engine's torch sums).
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def update_rows_in(W, rows, src, d, dcs):
     """``update_rows``, adding every column's change of sum |W[:, i]| to dcs[i]."""
     n, t = rows.shape[0], 0
@@ -145,7 +144,7 @@ def update_rows_in(W, rows, src, d, dcs):
         t += 1
 
 
-@njit(cache=True, error_model="numpy", fastmath=FAST)
+@njit(**JIT, fastmath=FAST)
 def update_rows_out(W, rows, src, d, out_sum, o, zero):
     """``update_rows``, then out_sum[o + j] = sum_i |W[j, i]| for every listed row j."""
     n, t = rows.shape[0], 0
@@ -175,7 +174,7 @@ def update_rows_out(W, rows, src, d, out_sum, o, zero):
         t += 1
 
 
-@njit(cache=True, error_model="numpy", fastmath=FAST)
+@njit(**JIT, fastmath=FAST)
 def update_rows_both(W, rows, src, d, dcs, out_sum, o, zero):
     """``update_rows_in`` and ``update_rows_out`` in one pass."""
     n, t = rows.shape[0], 0

@@ -31,13 +31,15 @@ from numba import njit
 from ...config import PER_PASS_CLIP
 from ...engine.learners.adapted import AdaptedRescaling
 from ..codes import CLIP_EVERY_STEP, CLIP_NONE, F_CLIP, F_PER_PASS, H_CLIP, LEARNER_ADAPTED
+from ..jit import INLINE, JIT
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
-from .base import ACTIVE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate, age_layer, lerp
+from .base import (ACTIVE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate, age_layer, lerp,
+                   smallest)
 
 PER_PASS_WEIGHTS, PER_PASS_BIASES = PER_PASS_CLIP["weights"], PER_PASS_CLIP["biases"]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**JIT)
 def adapted_decide(layout, lp, age, acc_low, acc_high, n_due, per_pass, L):
     """n_due[0, l] (low pass) and n_due[1, l] (high pass) for every hidden layer; returns whether any is due.
     ``per_pass``: each pass with rate > 0 ages the layer's units once more before it counts; the
@@ -68,7 +70,7 @@ def adapted_decide(layout, lp, age, acc_low, acc_high, n_due, per_pass, L):
     return event
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def _batch_mean(h, i, B):
     """mean_batch h[:, i] (the engine's: the value itself for a batch of one)."""
     mean_h = h[0, i]
@@ -79,59 +81,71 @@ def _batch_mean(h, i, B):
     return mean_h
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**JIT)
 def adapted_statistics(layout, lp, lpt, u, h, B, L, per_pass):
     """Step 1 after the step's update: u <- lerp(u, mean_batch a, 1 - eta) (a signed; no |.|);
     ``per_pass``: once for each pass whose rate is > 0. (``lpt``: ``lp`` in the network's dtype.)"""
     for l in range(L):
         if lp[ACTIVE, l] == 0:
             continue
-        ticks = 1 if not per_pass else (lp[RATE_A, l] > 0) + (lp[RATE_B, l] > 0)
+        twice = per_pass and lp[RATE_A, l] > 0 and lp[RATE_B, l] > 0
         o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
         w = lpt[ONE_MINUS_ETA, l]
-        for i in range(o, o + H):
-            mean_h = _batch_mean(h, i, B)
-            for _ in range(ticks):
-                u[i] = lerp(u[i], mean_h, w)
+        ul = u[o : o + H]
+        if B == 1:  # (one loop per case, so that each vectorises)
+            hb = h[0, o : o + H]
+            if twice:
+                for i in range(H):
+                    ul[i] = lerp(ul[i], hb[i], w)
+                    ul[i] = lerp(ul[i], hb[i], w)
+            else:
+                for i in range(H):
+                    ul[i] = lerp(ul[i], hb[i], w)
+        else:
+            for i in range(H):
+                mean_h = _batch_mean(h, o + i, B)
+                ul[i] = lerp(ul[i], mean_h, w)
+                if twice:
+                    ul[i] = lerp(ul[i], mean_h, w)
 
 
-@njit(cache=True, error_model="numpy")
-def _clamp_row(theta, r, n, c):
-    for i in range(r, r + n):
-        theta[i] = min(max(theta[i], -c), c)
+@njit(**INLINE)
+def _clamp(w, c):
+    for i in range(w.shape[0]):
+        w[i] = min(max(w[i], -c), c)
 
 
-@njit(cache=True, error_model="numpy")
-def _rescale(layout, theta, lp, age, u, l, n, highest, c, later, rescaled):
+@njit(**JIT)
+def _rescale(layout, theta, lp, age, u, l, n, highest, c, later, masked, marks):
     """One pass on hidden layer l: the n units with age - ``later`` > m (``later``: ticks counted in
     the ages for a later pass) with the lowest u_hat = u / (1 - eta^(age - later)) (``highest``: the
-    highest; ties: lowest index) get input row and bias times c; age = ``later``, u = 0; marks them
-    in ``rescaled``."""
+    highest; ties: lowest index) get input row and bias times c; age = ``later``, u = 0; marks[2, i]
+    = 1 for each of them. (``masked`` float64, ``marks`` (3, at least H) int64: work space.)"""
     o, H, n_in = layout[R_UOFF, l], layout[R_SIZES, l + 1], layout[R_SIZES, l]
     w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
+    W = theta[w0 : w0 + n_in * H].reshape((n_in, H))
     al, ul = age[o : o + H], u[o : o + H]
-    typed = np.empty(3, u.dtype)  # eta, 1 and later in the network's dtype (the engine's arithmetic)
-    typed[0] = lp[ETA, l]
-    typed[1] = 1
-    typed[2] = later
-    masked = np.empty(H)
+    # eta, 1 and later in the network's dtype (the engine's arithmetic)
+    eta, one, after = u.dtype.type(lp[ETA, l]), u.dtype.type(1), u.dtype.type(later)
+    keyed = masked[:H]
     for i in range(H):  # low: smallest u_hat first; high: largest first
-        a = al[i] - typed[2]
-        u_hat = ul[i] / (typed[1] - typed[0] ** a)
-        masked[i] = (-u_hat if highest else u_hat) if a > lp[MATURITY, l] else np.inf
-    chosen = np.argsort(masked, kind="mergesort")[:n]  # stable: ties by the lowest index
+        a = al[i] - after
+        u_hat = ul[i] / (one - eta ** a)
+        keyed[i] = (-u_hat if highest else u_hat) if a > lp[MATURITY, l] else np.inf
+    chosen = marks[0, :n]
+    smallest(keyed, n, chosen, marks[1])
     for t in range(n):
         i = chosen[t]
         for j in range(n_in):
-            theta[w0 + j * H + i] *= c  # input row and bias; outgoing weights untouched
+            W[j, i] *= c  # input row and bias; outgoing weights untouched
         theta[b0 + i] *= c
-        al[i] = typed[2]
+        al[i] = after
         ul[i] = 0
-        rescaled[i] = True
+        marks[2, i] = 1
 
 
-@njit(cache=True, error_model="numpy")
-def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, whole, nz, nzc, B, L):
+@njit(**JIT)
+def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, whole, nz, nzc, B, L, masked, marks):
     """Steps 2-5 for one member (``schedule: per_step``): in every hidden layer l, the n_due[0, l]
     eligible units with the LOWEST u_hat get input row and bias times c_low[l], then the n_due[1, l]
     with the HIGHEST among those still eligible times c_high[l]; age = u = 0. Then, with ``clip``
@@ -143,51 +157,75 @@ def adapted_rescale(layout, theta, lp, age, u, n_due, c_low, c_high, clip, whole
             continue
         H, n_in = layout[R_SIZES, l + 1], layout[R_SIZES, l]
         w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
-        rescaled = np.zeros(H, np.bool_)
+        W = theta[w0 : w0 + n_in * H].reshape((n_in, H))
+        rescaled = marks[2, :H]
+        rescaled[:] = 0
         for side in range(2):
             if n_due[side, l] > 0:
                 _rescale(layout, theta, lp, age, u, l, n_due[side, l], side == 1,
-                         c_low[l] if side == 0 else c_high[l], 0, rescaled)
+                         c_low[l] if side == 0 else c_high[l], 0, masked, marks)
         if clip < 0:
             continue
+        c = theta.dtype.type(clip)
         if whole:
-            _clamp_row(theta, w0, n_in * H, clip)
+            _clamp(theta[w0 : w0 + n_in * H], c)
         else:
             seg = 0 if l == 0 else layout[R_SIZES, 0] + layout[R_UOFF, l - 1]
             for b in range(B):
                 for t in range(nzc[b, l]):
-                    _clamp_row(theta, w0 + nz[b, seg + t] * H, H, clip)
+                    _clamp(W[nz[b, seg + t]], c)
             for i in range(H):
                 if rescaled[i]:
                     for j in range(n_in):
-                        theta[w0 + j * H + i] = min(max(theta[w0 + j * H + i], -clip), clip)
-        _clamp_row(theta, b0, H, clip)
+                        W[j, i] = min(max(W[j, i], -c), c)
+        _clamp(theta[b0 : b0 + H], c)
 
 
-@njit(cache=True, error_model="numpy")
-def adapted_per_pass_event(layout, theta, lp, lpt, age, u, h, B, n_due, c_low, c_high, clamp, L):
+@njit(**JIT)
+def adapted_per_pass_event(layout, theta, lp, lpt, age, u, h, B, n_due, c_low, c_high, clamp, L, masked, marks):
     """``schedule: per_pass`` at an event step, after the step's update: for each pass (low, then
     high) and hidden layer whose rate is > 0, u <- lerp(u, mean_batch a, 1 - eta) again, then the
     pass's n_due units are rescaled (``_rescale``), then (``clamp``) the layer they are in is clamped,
     weights to [-5, 5] and biases to [-10, 10] (SPEC 5)."""
+    bound_w, bound_b = theta.dtype.type(PER_PASS_WEIGHTS), theta.dtype.type(PER_PASS_BIASES)
     for side in range(2):
         for l in range(L):
             if lp[ACTIVE, l] == 0 or lp[RATE_A if side == 0 else RATE_B, l] == 0:
                 continue
             o, H, n_in = layout[R_UOFF, l], layout[R_SIZES, l + 1], layout[R_SIZES, l]
             w = lpt[ONE_MINUS_ETA, l]
-            for i in range(o, o + H):
-                u[i] = lerp(u[i], _batch_mean(h, i, B), w)
+            ul = u[o : o + H]
+            for i in range(H):
+                ul[i] = lerp(ul[i], _batch_mean(h, o + i, B), w)
             n = n_due[side, l]
             if n == 0:
                 continue
             later = 1 if side == 0 and lp[RATE_B, l] > 0 else 0  # the high pass's tick, already in the ages
             _rescale(layout, theta, lp, age, u, l, n, side == 1, c_low[l] if side == 0 else c_high[l], later,
-                     np.zeros(H, np.bool_))
+                     masked, marks)
             if clamp:
                 w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
-                _clamp_row(theta, w0, n_in * H, PER_PASS_WEIGHTS)
-                _clamp_row(theta, b0, H, PER_PASS_BIASES)
+                _clamp(theta[w0 : w0 + n_in * H], bound_w)
+                _clamp(theta[b0 : b0 + H], bound_b)
+
+
+@njit(**JIT)
+def adapted_event(layout, theta, lp, lpt, age, u, h, B, n_due, factors, counts, per_pass, clip, whole, nz, nzc,
+                  masked, marks, L):
+    """Steps 2-5 for one member at a step with units due, after the step's update: ``adapted_rescale``
+    (``schedule: per_step``; ``clip`` < 0: none; ``whole``: clamp the rescaled layers whole) or
+    ``adapted_per_pass_event`` (``clip`` >= 0: its clamp is on), with c_low, c_high = factors[0],
+    factors[1]; the units counted in counts[0] (low) and counts[1] (high). (``masked`` float64
+    (at least H) and ``marks`` (3, at least H) int64: work space.)"""
+    if per_pass:
+        adapted_per_pass_event(layout, theta, lp, lpt, age, u, h, B, n_due, factors[0], factors[1], clip >= 0, L,
+                               masked, marks)
+    else:
+        adapted_rescale(layout, theta, lp, age, u, n_due, factors[0], factors[1], clip, whole, nz, nzc, B, L,
+                        masked, marks)
+    for side in range(2):
+        for l in range(L):
+            counts[side, l] += n_due[side, l]
 
 
 class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
@@ -198,40 +236,23 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
     def setup(self, pop) -> None:
         super().setup(pop)
         self._kernel_setup(pop, ("age", "u"), self.rates["low"], self.rates["high"])
-        self.factors_np = {side: c.cpu().numpy() for side, c in self.factors.items()}  # (K, L) in the dtype
+        self.factors_np = np.stack([self.factors["low"].cpu().numpy(), self.factors["high"].cpu().numpy()],
+                                   axis=1)  # (K, 2, L) in the dtype
         self._none = (np.zeros(0, self.units.numpy().dtype), np.zeros(0))
 
     def kernel_state(self, k: int) -> tuple:
         units = self.units.numpy()
         no_f, no_sums = self._none
-        return (self.lp[k], units[0, k], no_f, units[1, k], self.acc["low"][k], self.acc["high"][k],
-                no_sums, no_sums)
+        return (self.lp[k], self.lpt[k], units[0, k], no_f, units[1, k], self.acc["low"][k], self.acc["high"][k],
+                no_sums, no_sums, self.factors_np[k], self.counts_np[k])
 
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
         super().kernel_flags(k, flags, hyper)
         flags[F_PER_PASS] = self.schedule == "per_pass"
-        clip = self.clip_bound(k)  # per_pass: its own clamp, at events (adapted_per_pass_event)
+        clip = self.clip_bound(k)  # per_pass: finite = its own clamp, at events (adapted_per_pass_event)
         flags[F_CLIP] = CLIP_EVERY_STEP if math.isfinite(clip) and self.schedule == "per_step" else CLIP_NONE
         hyper[H_CLIP] = clip
 
     def clip_bound(self, k: int) -> float:
-        """Member k's clip (inf = none; ``per_pass``: finite = its clamp is on)."""
+        """Member k's clip (inf = none)."""
         return float(self.clip_host[k])
-
-    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
-        """Steps 2-5 for member k: the low then the high pass of every hidden layer, then the clip
-        (``adapted_rescale``); ``per_pass``: ``adapted_per_pass_event``."""
-        units = self.units.numpy()
-        theta, _ = pop.member_arrays(k)
-        nz, nzc, B, whole, h = pop.last_step()
-        clip = self.clip_bound(k)
-        c_low, c_high = self.factors_np["low"][k], self.factors_np["high"][k]
-        if self.schedule == "per_pass":  # (warm_up, no units due: no layer, so that nothing changes)
-            lp, L = self.lp[k], pop.spec.num_hidden if n_due.any() else 0
-            adapted_per_pass_event(pop.layout.table, theta, lp, lp.astype(theta.dtype), units[0, k], units[1, k], h,
-                                   B, n_due, c_low, c_high, math.isfinite(clip), L)
-        else:
-            adapted_rescale(pop.layout.table, theta, self.lp[k], units[0, k], units[1, k], n_due, c_low, c_high,
-                            clip if math.isfinite(clip) else -1.0, whole, nz, nzc, B, pop.spec.num_hidden)
-        self.counts["units_rescaled_low"][k] += n_due[0]
-        self.counts["units_rescaled_high"][k] += n_due[1]

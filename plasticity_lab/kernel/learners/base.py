@@ -18,13 +18,14 @@ import torch
 from numba import njit
 
 from ..codes import F_LEARNER, LEARNER_NONE
+from ..jit import INLINE, JIT
 from ..layout import R_SIZES, R_UOFF
 
 RATE_A, RATE_B, ETA, MATURITY, ACTIVE, ONE_MINUS_ETA, AGE_ONE = range(7)
 NUM_ROWS = 7
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def lerp(a, b, w):
     """torch.lerp(a, b, w): a + w (b - a) for w < 0.5, else b - (b - a)(1 - w) (eta a + (1 - eta) b)."""
     if w < 0.5:
@@ -32,26 +33,51 @@ def lerp(a, b, w):
     return b - (b - a) * (1 - w)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def age_layer(layout, lp, age, l):
     """age += 1 for hidden layer l's units; returns #eligible (age > m) after it (SPEC 3.4 steps 1, 4)."""
     o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
+    al = age[o : o + H]
     m = lp[MATURITY, l]
     eligible = 0
-    for i in range(o, o + H):
-        age[i] += 1
-        if age[i] > m:
-            eligible += 1
+    for i in range(H):
+        al[i] += 1
+        eligible += al[i] > m
     return eligible
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def accumulate(acc, l, rate, eligible):
     """SPEC 3.4 step 5 / 3.5 step 2: acc += rate * #eligible; n = floor(acc); acc -= n (float64, as engine/learners/base.how_many)."""
     acc[l] += rate * eligible
     n = np.floor(acc[l])
     acc[l] -= n
     return int(n)
+
+
+@njit(**INLINE)
+def _before(a, i, b, j):
+    """Whether key a of unit i comes before key b of unit j: ascending, NaN last, ties by the unit index."""
+    if a != a:
+        return b != b and i < j
+    return b != b or a < b or (a == b and i < j)
+
+
+@njit(**JIT)
+def smallest(keys, n, chosen, taken):
+    """chosen[:n] = the units with the n smallest keys, in order (the first n of a stable argsort:
+    ties by the lowest index, NaN last, as the engine's and the reference's sorts); ``taken`` is
+    work space (at least as long as ``keys``)."""
+    H = keys.shape[0]
+    for i in range(H):
+        taken[i] = 0
+    for t in range(n):
+        best = -1
+        for i in range(H):
+            if taken[i] == 0 and (best < 0 or _before(keys[i], i, keys[best], best)):
+                best = i
+        chosen[t] = best
+        taken[best] = 1
 
 
 def age_one(eta: np.ndarray, dtype) -> np.ndarray:
@@ -88,16 +114,22 @@ class KernelLearner:
         lp[:, ONE_MINUS_ETA] = 1.0 - eta
         lp[:, AGE_ONE] = age_one(eta, np.dtype(str(pop.dtype).removeprefix("torch.")))
         self.lp = lp
+        self.lpt = lp.astype(np.dtype(str(pop.dtype).removeprefix("torch.")))  # lp in the network's dtype (as the engine)
+        # the per-task counts (the engine learner's ``counts``, (K, L) each) as views of one (K, 2, L)
+        # array that the compiled code adds to: counts_np[k, 0] (cbp units_reset / adapted low), [k, 1]
+        self.counts_np = np.zeros((K, 2, L), dtype=np.int64)
+        self.counts = {name: self.counts_np[:, i] for i, name in enumerate(self.COUNTS)}
+        self._no_factors = np.zeros((2, L), np.dtype(str(pop.dtype).removeprefix("torch.")))
 
     def after_load(self) -> None:
         """Nothing to rebuild: the kernel counts eligible units from the ages at every step."""
 
     def freeze(self, pop, k: int) -> None:
         super().freeze(pop, k)
-        self.lp[k, ACTIVE] = 0.0
+        self.lp[k, ACTIVE] = self.lpt[k, ACTIVE] = 0.0
 
     def kernel_state(self, k: int) -> tuple:
-        """Member k's (lp, age, f, u, acc_a, acc_b, in_sum, out_sum) for ``train_member``."""
+        """Member k's (lp, lpt, age, f, u, acc_a, acc_b, in_sum, out_sum, factors, counts) for ``train_member``."""
         raise NotImplementedError
 
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
@@ -111,14 +143,17 @@ class KernelLearner:
     def coins_used(self, k: int, n: int) -> None:
         """Consume the first n coins of the last ``coins_ahead``."""
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
-        """Member k's replacement / rescaling of ``n_due`` (2, L) units (between two calls of the
-        compiled step), leaving every |w| sum the kernel keeps exact."""
-        raise NotImplementedError
+    def draws_ahead(self, k: int) -> tuple:
+        """Member k's read-ahead draws for the compiled step: (fresh (rows, n) float32, fresh_row (L,),
+        keys (n,) float32, draw_pos (2,)), kernel/draws.py; empty when the learner draws nothing."""
+        return _NO_DRAWS
+
+    def end_chunk(self, k: int) -> None:
+        """After member k's chunk: leave its generators where the draws it used leave them."""
 
     def warm_up(self, pop) -> None:
-        """Load the compiled event code (an event of no units: changes nothing)."""
-        self.handle_event(pop, 0, np.zeros((2, pop.spec.num_hidden), dtype=np.int64))
+        """Load the compiled code the learner calls from Python (nothing by default)."""
 
 
 _NO_COINS = np.zeros(0)
+_NO_DRAWS = (np.zeros((1, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(2, np.int64))

@@ -23,16 +23,16 @@ the flat arrays the kernel reads.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from numba import njit
 
 from ...config import CBP_REINIT_GAIN
 from ...engine.learners.cbp import UTIL_TYPES, ContinualBackprop
-from ...network import init_weight
-from ..codes import F_ACCUMULATE, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP
+from ..codes import F_ACCUMULATE, F_BIAS_CORRECTION, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP, NUM_FLAGS, NUM_HYPER
+from ..draws import ReadAhead
+from ..jit import INLINE, JIT
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate, age_layer,
-                   lerp)
+                   lerp, smallest)
 
 UTIL_CODES = {name: i for i, name in enumerate(UTIL_TYPES)}
 CONTRIBUTION, ADAPTABLE, ZERO_CONTRIBUTION, WEIGHT, ADAPTATION, FEATURE_BY_INPUT, RANDOM = (
@@ -42,7 +42,7 @@ NEEDS_IN_SUMS = {"adaptable_contribution", "adaptation", "feature_by_input"}  # 
 NEEDS_OUT_SUMS = {"contribution", "adaptable_contribution", "zero_contribution", "weight"}  # mean_k |W_next[k, i]|
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**INLINE)
 def _pass_count(acc, l, rate, eligible, accumulate_on, coins, coin):
     """Step 5 for one pass on layer l: (units due, coins used so far); rate 0: none, and no coin."""
     if rate == 0:
@@ -55,7 +55,7 @@ def _pass_count(acc, l, rate, eligible, accumulate_on, coins, coin):
     return int(np.floor(expected)), coin
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**JIT)
 def cbp_decide(layout, lp, age, acc_low, acc_high, accumulate_on, coins, coin, n_due, L):
     """Steps 1, 4, 5 for every hidden layer: n_due[0, l] units due this step in the low-utility pass
     (rate RATE_A, accumulator ``acc_low``), then n_due[1, l] in [P]'s high-utility pass (RATE_B,
@@ -78,7 +78,7 @@ def cbp_decide(layout, lp, age, acc_low, acc_high, accumulate_on, coins, coin, n
     return event, coin
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**JIT)
 def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x):
     """Steps 2-3 after the step's update: f <- lerp(f, mean_batch h, 1 - eta), u <- lerp(u, x, 1 - eta),
     x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age).
@@ -153,43 +153,43 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x
             ul[i] = lerp(ul[i], xl[i], w)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**JIT)
 def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, highest, keys, fresh, bias_correction, in_sum, out_sum,
-                need_in, need_out, L):
+                need_in, need_out, L, masked, marks):
     """Steps 6-8 for one member and hidden layer l: the n eligible units with the smallest key
     (``highest``: the largest, [P]'s high-utility pass; u_hat = u / (1 - eta^age), or the given
     ``keys``: the ``random`` utility; ties: lowest index)
     get input weights ``fresh`` (n, in), bias 0, (``bias_correction``: the next bias += their
     outgoing weights times f_hat), outgoing weights 0, age = f = u = 0, momentum buffers 0.
-    Then the |w| sums the replacement changed are recomputed exactly. Returns the units."""
+    Then the |w| sums the replacement changed are recomputed exactly. ``masked`` (float64) and
+    ``marks`` (2, at least H, int64) are work space; the units end in marks[0, :n]."""
     o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
     n_in, n_next = layout[R_SIZES, l], layout[R_SIZES, l + 2]
     w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
     wn0, bn0 = layout[R_WOFF, l + 1], layout[R_BOFF, l + 1]
     al, fl, ul = age[o : o + H], f[o : o + H], u[o : o + H]
-    typed = np.empty(2, f.dtype)  # eta and 1 in the network's dtype (the engine's arithmetic)
-    typed[0] = lp[ETA, l]
-    typed[1] = 1
+    one, eta = f.dtype.type(1), f.dtype.type(lp[ETA, l])  # the engine's arithmetic, in the network's dtype
     m = lp[MATURITY, l]
-    bc = np.empty(H, f.dtype)
-    masked = np.empty(H)
+    keyed = masked[:H]
     for i in range(H):
-        bc[i] = typed[1] - typed[0] ** al[i]  # the bias correction 1 - eta^age
-        key = keys[i] if keys.shape[0] > 0 else ul[i] / bc[i]
-        masked[i] = (-key if highest else key) if al[i] > m else np.inf
-    units = np.argsort(masked, kind="mergesort")[:n]  # stable: ties by the lowest index
+        key = keys[i] if keys.shape[0] > 0 else ul[i] / (one - eta ** al[i])  # u_hat: bias-corrected
+        keyed[i] = (-key if highest else key) if al[i] > m else np.inf
+    units = marks[0, :n]
+    smallest(keyed, n, units, marks[1])
+    W = theta[w0 : w0 + n_in * H].reshape((n_in, H))
+    Wn = theta[wn0 : wn0 + H * n_next].reshape((H, n_next))
     momentum = buf.shape[0] > 0
     for t in range(n):
         i = units[t]
         for j in range(n_in):
-            theta[w0 + j * H + i] = fresh[t, j]
+            W[j, i] = fresh[t, j]
         theta[b0 + i] = 0
         if bias_correction:
-            f_hat = fl[i] / bc[i]
+            f_hat = fl[i] / (one - eta ** al[i])
             for k in range(n_next):
-                theta[bn0 + k] += theta[wn0 + i * n_next + k] * f_hat
+                theta[bn0 + k] += Wn[i, k] * f_hat
         for k in range(n_next):
-            theta[wn0 + i * n_next + k] = 0
+            Wn[i, k] = 0
         al[i] = 0
         fl[i] = 0
         ul[i] = 0
@@ -205,35 +205,79 @@ def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, highest, keys, fresh, b
             i = units[t]
             s = 0.0
             for j in range(n_in):
-                s += abs(theta[w0 + j * H + i])
+                s += abs(W[j, i])
             in_sum[o + i] = s
     if need_out and l >= 1:
         oo = layout[R_UOFF, l - 1]
         for j in range(n_in):
-            out_sum[oo + j] = _abs_row_sum(theta, w0 + j * H, H)
+            out_sum[oo + j] = _abs_row_sum(W[j])
     if need_out:
         for t in range(n):
             out_sum[o + units[t]] = 0.0
     if need_in and l + 1 < L:
-        on = layout[R_UOFF, l + 1]
-        for k in range(n_next):
-            in_sum[on + k] = 0.0
+        sums = in_sum[layout[R_UOFF, l + 1] : layout[R_UOFF, l + 1] + n_next]
+        sums[:] = 0.0
         for i in range(H):
             for k in range(n_next):
-                in_sum[on + k] += abs(theta[wn0 + i * n_next + k])
-    return units
+                sums[k] += abs(Wn[i, k])
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def _abs_row_sum(theta, r, n):
+@njit(**INLINE)
+def _abs_row_sum(w):
     s = 0.0
-    for i in range(n):
-        s += abs(theta[r + i])
+    for i in range(w.shape[0]):
+        s += abs(w[i])
     return s
 
 
+@njit(**JIT)
+def cbp_draws(layout, n_due, random_utility, L):
+    """The numbers the replacements ``n_due`` draw: (REINIT: n * fan_in per layer and pass, UTIL: the
+    random utility's H keys per layer and pass that replaces units)."""
+    reinit = util = 0
+    for side in range(2):
+        for l in range(L):
+            if n_due[side, l] > 0:
+                reinit += n_due[side, l] * layout[R_SIZES, l]
+                util += layout[R_SIZES, l + 1] if random_utility else 0
+    return reinit, util
+
+
+@njit(**JIT)
+def cbp_event(layout, theta, buf, lp, age, f, u, n_due, flags, fresh, fresh_row, keys, draw_pos, in_sum, out_sum,
+              counts, masked, marks, L):
+    """Steps 6-8 for one member at a step with units due: the low-utility pass layer by layer, then
+    [P]'s high-utility pass (``cbp_replace``), counted in counts[0]. The member's draws in the
+    engine's order, read ahead (kernel/draws.py): the fresh rows of layer l from row fresh_row[l]
+    of ``fresh`` at draw_pos[0], the random utility's keys from ``keys`` at draw_pos[1]. Returns
+    False, changing nothing, when the read-ahead draws do not cover them. (``masked``, ``marks``:
+    ``cbp_replace``'s work space.)"""
+    random_utility = flags[F_UTIL] == RANDOM
+    need_reinit, need_util = cbp_draws(layout, n_due, random_utility, L)
+    if draw_pos[0] + need_reinit > fresh.shape[1] or draw_pos[1] + need_util > keys.shape[0]:
+        return False
+    for side in range(2):
+        for l in range(L):
+            n = n_due[side, l]
+            if n == 0:
+                continue
+            n_in, H = layout[R_SIZES, l], layout[R_SIZES, l + 1]
+            p = draw_pos[0]
+            rows = fresh[fresh_row[l], p : p + n * n_in].reshape((n, n_in))
+            draw_pos[0] = p + n * n_in
+            q = draw_pos[1]
+            unit_keys = keys[q : q + H] if random_utility else keys[0:0]
+            draw_pos[1] = q + (H if random_utility else 0)
+            cbp_replace(layout, theta, buf, lp, age, f, u, l, n, side == 1, unit_keys, rows,
+                        flags[F_BIAS_CORRECTION] != 0, in_sum, out_sum, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0, L,
+                        masked, marks)
+            counts[0, l] += n
+    return True
+
+
 class KernelContinualBackprop(KernelLearner, ContinualBackprop):
-    """The engine's ContinualBackprop with its ages, f and u in the kernel's flat (K, units) arrays."""
+    """The engine's ContinualBackprop with its ages, f and u in the kernel's flat (K, units) arrays
+    and its REINIT and UTIL generators read ahead (kernel/draws.py) for the compiled replacements."""
 
     LEARNER_CODE = LEARNER_CBP
 
@@ -245,16 +289,29 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         self.needs_out = self.util_type in NEEDS_OUT_SUMS
         # the fused |w| sums (float64), shared by the members (recomputed at the start of every chunk)
         self.abs_sums = np.zeros((2, pop.layout.num_hidden_units))
+        # read-ahead draws: one row of fresh weights per distinct re-initialisation bound
+        spec, gain = pop.spec, CBP_REINIT_GAIN[self.reinit]
+        bounds = [spec.init_bound(l, gain) for l in range(spec.num_hidden)]
+        distinct = sorted(set(bounds))
+        self.fresh_row = np.array([distinct.index(b) for b in bounds], dtype=np.int64)
+        fan_in = sum(spec.sizes[: spec.num_hidden])
+        self.draw_pos = np.zeros((pop.K, 2), np.int64)
+        self.reinit_ahead = [ReadAhead(self.reinit_gen[k], [(-b, b) for b in distinct], 16 * fan_in,
+                                       self.draw_pos[k, 0:1]) for k in range(pop.K)]
+        self.util_ahead = [ReadAhead(self.util_gen[k], [(0.0, 1.0)], 16 * sum(self.widths), self.draw_pos[k, 1:2])
+                           for k in range(pop.K)] if self.util_type == "random" else None
+        self._no_keys = np.zeros(0, np.float32)
 
     def kernel_state(self, k: int) -> tuple:
         units = self.units.numpy()
-        return (self.lp[k], units[0, k], units[1, k], units[2, k], self.acc[k], self.acc_high[k],
-                self.abs_sums[0], self.abs_sums[1])
+        return (self.lp[k], self.lpt[k], units[0, k], units[1, k], units[2, k], self.acc[k], self.acc_high[k],
+                self.abs_sums[0], self.abs_sums[1], self._no_factors, self.counts_np[k])
 
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
         super().kernel_flags(k, flags, hyper)
         flags[F_UTIL] = self.util_code
         flags[F_ACCUMULATE] = self.accumulate
+        flags[F_BIAS_CORRECTION] = self.bias_correction
         flags[F_NEED_IN] = self.needs_in
         flags[F_NEED_OUT] = self.needs_out
 
@@ -265,29 +322,38 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         if self.coins is not None:
             self.coins[k].skip(n)
 
-    def handle_event(self, pop, k: int, n_due: np.ndarray) -> None:
-        """Steps 6-8 for member k: the low-utility pass layer by layer, then [P]'s high-utility pass
-        (``cbp_replace``), as the engine; the member's generators draw the fresh input weights
-        (REINIT, ``network.init_weight``) and the ``random`` utility (UTIL, each pass its own draw)
-        exactly as the engine's do."""
-        units = self.units.numpy()
+    def draws_ahead(self, k: int) -> tuple:
+        keys = self.util_ahead[k].blocks[0] if self.util_ahead is not None else self._no_keys
+        return self.reinit_ahead[k].blocks, self.fresh_row, keys, self.draw_pos[k]
+
+    def end_chunk(self, k: int) -> None:
+        """Leave member k's generators where the draws it used leave them (the engine's states)."""
+        for ahead in (self.reinit_ahead, self.util_ahead):
+            if ahead is not None:
+                ahead[k].sync()
+
+    def after_load(self) -> None:
+        for ahead in (self.reinit_ahead, self.util_ahead):
+            for a in ahead or ():
+                a.forget()
+
+    def handle_event(self, pop, k: int, n_due: np.ndarray, flags: np.ndarray) -> None:
+        """Steps 6-8 for member k when the compiled step's read-ahead draws ran out (``cbp_event``
+        after drawing further ahead), or for a caller outside the compiled step."""
+        reinit, util = cbp_draws(pop.layout.table, n_due, self.util_type == "random", pop.spec.num_hidden)
+        self.reinit_ahead[k].ensure(reinit)
+        if self.util_ahead is not None:
+            self.util_ahead[k].ensure(util)
         theta, buf = pop.member_arrays(k)
-        if not n_due.any():  # warm_up: load the compiled replacement without replacing anything
-            cbp_replace(pop.layout.table, theta, buf, self.lp[k], *units[:, k], 0, 0, False, units[2, k, :0],
-                        np.zeros((0, pop.spec.sizes[0]), theta.dtype), False, self.abs_sums[0], self.abs_sums[1],
-                        False, False, pop.spec.num_hidden)
-            return
-        H = pop.layout.sizes
-        for side in range(2):
-            for l in np.flatnonzero(n_due[side]):
-                l, count = int(l), int(n_due[side, l])
-                if self.util_type == "random":  # a fresh U(0, 1) utility, drawn when it is used (float32 draws)
-                    keys = torch.rand(H[l + 1], generator=self.util_gen[k]).to(pop.dtype).numpy()
-                else:
-                    keys = units[2, k, :0]
-                fresh = init_weight(pop.spec, l, self.reinit_gen[k], count, CBP_REINIT_GAIN[self.reinit])
-                fresh = fresh.to(pop.dtype).numpy()
-                cbp_replace(pop.layout.table, theta, buf, self.lp[k], units[0, k], units[1, k], units[2, k], l,
-                            count, side == 1, keys, fresh, self.bias_correction, self.abs_sums[0], self.abs_sums[1],
-                            self.needs_in, self.needs_out, pop.spec.num_hidden)
-        self.counts["units_reset"][k] += n_due[0] + n_due[1]
+        units = self.units.numpy()
+        work = pop.work_space()
+        done = cbp_event(pop.layout.table, theta, buf, self.lp[k], units[0, k], units[1, k], units[2, k], n_due, flags,
+                         *self.draws_ahead(k), self.abs_sums[0], self.abs_sums[1], self.counts_np[k], work["work"][2],
+                         work["marks"], pop.spec.num_hidden)
+        assert done, "the read-ahead draws cover the event"
+
+    def warm_up(self, pop) -> None:
+        """Load ``cbp_event`` as called from Python (an event of no units: changes nothing)."""
+        flags = np.zeros(NUM_FLAGS, np.int64)
+        self.kernel_flags(0, flags, np.zeros(NUM_HYPER))
+        self.handle_event(pop, 0, np.zeros((2, pop.spec.num_hidden), dtype=np.int64), flags)
