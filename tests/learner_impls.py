@@ -253,7 +253,6 @@ class KernelImpl(EngineImpl):
                            lrn.util_code, B, L, np.empty(hidden), np.empty(hidden))
             if n_due.any():
                 lrn.handle_event(pop, 0, n_due, flags)  # draws ahead, then the compiled cbp_event
-            lrn.end_chunk(0)
         else:
             per_pass = lrn.schedule == "per_pass"
             event = adapted_decide(table, lp, units[0], lrn.acc["low"][0], lrn.acc["high"][0], n_due, per_pass, L)

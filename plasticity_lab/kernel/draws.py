@@ -7,7 +7,7 @@ compiled loop (kernel/step.py), which cannot call torch, so ``ReadAhead`` draws 
 ahead, ONCE PER DISTINCT BOUND from the same generator state: torch's CPU uniform kernel draws one
 number of the generator's stream per element whatever the bound, so row r of the block gives, at
 every position, exactly what a draw with bound r at that position of the stream gives (the same
-torch kernel computed it). The compiled code consumes the block from ``pos`` on (n fresh rows of
+torch kernel computed it). The compiled code consumes the block from its position on (n fresh rows of
 layer l: n * fan_in numbers of l's bound row, then the next draw starts where they end, whatever
 its layer), and ``sync`` leaves the generator exactly where drawing the consumed numbers event by
 event would have left it (the engine's state, so checkpoints and resume do not change).
@@ -23,16 +23,22 @@ from ..network import uniform
 
 class ReadAhead:
     """``gen``'s next numbers U(low_r, high_r) for each (low_r, high_r) in ``ranges``, at least
-    ``block`` at a time: ``blocks`` (len(ranges), n) float32, of which the first ``pos[0]`` are
-    consumed (the compiled code advances ``pos``, a one-element int64 array, e.g. a view)."""
+    ``block`` at a time: ``blocks`` (len(ranges), n) float32, of which the first ``positions[at]``
+    are consumed (the compiled code advances that entry of the int64 array ``positions``; kept as
+    the array and an index, not a view, so that a deep copy of its owner keeps them together)."""
 
-    def __init__(self, gen: torch.Generator, ranges: list[tuple[float, float]], block: int, pos: np.ndarray):
-        self.gen, self.ranges, self.block, self.pos = gen, ranges, block, pos
+    def __init__(self, gen: torch.Generator, ranges: list[tuple[float, float]], block: int, positions: np.ndarray,
+                 at: tuple):
+        self.gen, self.ranges, self.block, self.positions, self.at = gen, ranges, block, positions, at
         self.forget()
 
+    @property
+    def used(self) -> int:
+        return int(self.positions[self.at])
+
     def ensure(self, n: int) -> None:
-        """At least n numbers ahead of ``pos``."""
-        if self.blocks.shape[1] - int(self.pos[0]) >= n:
+        """At least n numbers ahead of the used ones."""
+        if self.blocks.shape[1] - self.used >= n:
             return
         self.sync()
         size = max(n, self.block)
@@ -47,11 +53,11 @@ class ReadAhead:
         """Put the generator where the consumed numbers leave it; forget the rest of the blocks."""
         if self._start is not None:
             self.gen.set_state(self._start)
-            uniform(self.gen, int(self.pos[0]), *self.ranges[0])  # advance by the numbers consumed
+            uniform(self.gen, self.used, *self.ranges[0])  # advance by the numbers consumed
         self.forget()
 
     def forget(self) -> None:
         """Drop the blocks without touching the generator (also after it was set from a checkpoint)."""
         self._start = None  # the generator's state at the blocks' first number (None: nothing drawn ahead)
         self.blocks = np.zeros((len(self.ranges), 0), np.float32)
-        self.pos[0] = 0
+        self.positions[self.at] = 0

@@ -156,8 +156,6 @@ class KernelPopulation(Population):
                 start = int(info[S.I_NEXT])
                 if start >= n:
                     break
-            if learner is not None:
-                learner.end_chunk(k)
             self.loss_sum[k] += totals[0]
             self.correct[k] += int(totals[1])
         self.t += math.ceil(n / batch_size)
@@ -224,6 +222,13 @@ class KernelPopulation(Population):
     _nothing_ahead = (np.zeros(0), *_NO_DRAWS)  # no coins, no draws
 
     # ------------------------------------------------------------------ members
+    def member_state(self, k: int) -> dict:
+        """The engine's member state; first the learner's generators are put where the draws member k
+        used leave them (its read-ahead draws are not part of the state, kernel/draws.py)."""
+        if self.learner is not None:
+            self.learner.sync_draws(k)
+        return super().member_state(k)
+
     def freeze(self, k: int):
         """Stop member k (diverged): zero its weights, step size and learner state; it is not trained any more."""
         super().freeze(k)

@@ -6,27 +6,31 @@ j holds input j's outgoing weights, contiguous. Every pass of a step visits a li
 
 - ``axpy_rows``: z += sum_t src[j_t] W[j_t, :] (the forward pass);
 - ``dot_rows``: g[j_t] = W[j_t, :] . d (the backward pass's gradient of input j_t);
-- ``update_rows*``: W[j_t, :] -= src[j_t] d (one example's SGD step, d alpha-scaled), plain, with the
-  clamp to [-c, c] (adapted ``clip``), or with CBP's |w| sums of what changed (SPEC 3.4 step 3:
-  ``in`` = the change of every column's sum |W[:, i]|, ``out`` = every touched row's sum |W[j, :]|).
+- ``update_rows``: W[j_t, :] -= src[j_t] d (one example's SGD step, d alpha-scaled), with, as
+  switched on, the backward pass's dot product read in the same pass (where the rows it needs are
+  the rows the step changes: relu, batch 1), the clamp to [-c, c] (adapted ``clip``), or CBP's |w|
+  sums of what changed (SPEC 3.4 step 3: ``in`` = the change of every column's sum |W[:, i]|,
+  ``out`` = every touched row's sum |W[j, :]|).
 
 Each walks FOUR rows per pass over the ``out`` numbers (then the last rows one by one), so the
 vector of partial sums z (or d, or the column sums) is loaded and stored once per four rows
 instead of once per row, and the loop's set-up and tail are paid once per four rows: on the
-3 x 100 network this makes the passes 1.4-3x faster than one row at a time (make bench). The
-forward pass adds the four rows' products pairwise before adding them to z, a summation order
-within float32 rounding of the reference's (tests/test_kernel.py), the same in every run.
+3 x 100 network this made the passes 1.4-3x faster than one row at a time (timed in isolation).
+The forward pass adds the four rows' products pairwise before adding them to z, a summation
+order within float32 rounding of the reference's (tests/test_kernel.py), the same in every run.
 
-Loops index the views with their bare loop variable (W[j, i], z[i]): numba then knows the index
-is not negative (no wrap-around branch) and LLVM vectorises them. Reductions (dot products, |w|
-sums) may be reassociated so that they vectorise too (kernel/jit.py, ``FAST``).
+They are inlined into the compiled step (kernel/step.py), whose fastmath flags (kernel/jit.py,
+``FAST``) let the reductions (dot products, |w| sums) be reassociated so that they vectorise;
+as separate compiled functions the same loops ran at half the speed (timed in isolation). Loops
+index the views with their bare loop variable (W[j, i], z[i]): numba then knows the index is not
+negative (no wrap-around branch) and LLVM vectorises them.
 """
 
 from __future__ import annotations
 
 from numba import njit
 
-from .jit import FAST, INLINE, JIT
+from .jit import INLINE
 
 
 @njit(**INLINE)
@@ -47,7 +51,7 @@ def axpy_rows(z, W, src, rows):
         t += 1
 
 
-@njit(**JIT, fastmath=FAST)
+@njit(**INLINE)
 def dot_rows(W, rows, d, g, zero):
     """g[rows[t]] = W[rows[t], :] . d for every t (``zero``: 0 in the weights' dtype)."""
     n, t = rows.shape[0], 0
@@ -72,139 +76,92 @@ def dot_rows(W, rows, d, g, zero):
 
 
 @njit(**INLINE)
-def update_rows(W, rows, src, d):
-    """W[j, :] -= src[j] d for every listed row j."""
+def update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, dot, clamp, track_in, track_out):
+    """W[j, :] -= src[j] d for every listed row j (one example's SGD step), and with each switch on:
+
+    - ``dot``: first g[j] = W[j, :] . d with the weights before the step (the backward pass's
+      gradient of input j, read in the same pass over the row);
+    - ``clamp``: W[j, :] clamped to [-c, c] (adapted ``clip``);
+    - ``track_in``: dcs[i] += the change of |W[:, i]|'s sum (CBP's in sums);
+    - ``track_out``: out_sum[o + j] = sum_i |W[j, i]| after the step (CBP's out sums).
+
+    The switches are constants where it is called (``update_rows_with``), so each combination
+    compiles to its own loop without the others' work."""
     n, t = rows.shape[0], 0
     while t + 4 <= n:
         j0, j1, j2, j3 = rows[t], rows[t + 1], rows[t + 2], rows[t + 3]
         v0, v1, v2, v3 = src[j0], src[j1], src[j2], src[j3]
-        for i in range(d.shape[0]):
-            di = d[i]
-            W[j0, i] -= v0 * di
-            W[j1, i] -= v1 * di
-            W[j2, i] -= v2 * di
-            W[j3, i] -= v3 * di
-        t += 4
-    while t < n:
-        j = rows[t]
-        v = src[j]
-        for i in range(d.shape[0]):
-            W[j, i] -= v * d[i]
-        t += 1
-
-
-@njit(**INLINE)
-def update_rows_clamp(W, rows, src, d, c):
-    """W[j, :] = clamp(W[j, :] - src[j] d, -c, c) for every listed row j."""
-    n, t = rows.shape[0], 0
-    while t + 4 <= n:
-        j0, j1, j2, j3 = rows[t], rows[t + 1], rows[t + 2], rows[t + 3]
-        v0, v1, v2, v3 = src[j0], src[j1], src[j2], src[j3]
-        for i in range(d.shape[0]):
-            di = d[i]
-            W[j0, i] = min(max(W[j0, i] - v0 * di, -c), c)
-            W[j1, i] = min(max(W[j1, i] - v1 * di, -c), c)
-            W[j2, i] = min(max(W[j2, i] - v2 * di, -c), c)
-            W[j3, i] = min(max(W[j3, i] - v3 * di, -c), c)
-        t += 4
-    while t < n:
-        j = rows[t]
-        v = src[j]
-        for i in range(d.shape[0]):
-            W[j, i] = min(max(W[j, i] - v * d[i], -c), c)
-        t += 1
-
-
-# CBP's |w| sums (kernel/step.py). In sums: the changes |new| - |old| of every column (exact in the
-# weights' dtype when they are close, by Sterbenz's lemma) are collected in ``dcs`` (the dtype).
-# Out sums: a touched row's sum |W[j, :]| after the update, into out_sum[o + j] (in the dtype, as
-# the engine's torch sums).
-@njit(**INLINE)
-def update_rows_in(W, rows, src, d, dcs):
-    """``update_rows``, adding every column's change of sum |W[:, i]| to dcs[i]."""
-    n, t = rows.shape[0], 0
-    while t + 4 <= n:
-        j0, j1, j2, j3 = rows[t], rows[t + 1], rows[t + 2], rows[t + 3]
-        v0, v1, v2, v3 = src[j0], src[j1], src[j2], src[j3]
-        for i in range(d.shape[0]):
-            di = d[i]
-            a0, a1, a2, a3 = W[j0, i], W[j1, i], W[j2, i], W[j3, i]
-            b0, b1, b2, b3 = a0 - v0 * di, a1 - v1 * di, a2 - v2 * di, a3 - v3 * di
-            W[j0, i], W[j1, i], W[j2, i], W[j3, i] = b0, b1, b2, b3
-            dcs[i] += ((abs(b0) - abs(a0)) + (abs(b1) - abs(a1))) + ((abs(b2) - abs(a2)) + (abs(b3) - abs(a3)))
-        t += 4
-    while t < n:
-        j = rows[t]
-        v = src[j]
-        for i in range(d.shape[0]):
-            a = W[j, i]
-            b = a - v * d[i]
-            W[j, i] = b
-            dcs[i] += abs(b) - abs(a)
-        t += 1
-
-
-@njit(**JIT, fastmath=FAST)
-def update_rows_out(W, rows, src, d, out_sum, o, zero):
-    """``update_rows``, then out_sum[o + j] = sum_i |W[j, i]| for every listed row j."""
-    n, t = rows.shape[0], 0
-    while t + 4 <= n:
-        j0, j1, j2, j3 = rows[t], rows[t + 1], rows[t + 2], rows[t + 3]
-        v0, v1, v2, v3 = src[j0], src[j1], src[j2], src[j3]
-        s0 = s1 = s2 = s3 = zero
-        for i in range(d.shape[0]):
-            di = d[i]
-            b0, b1, b2, b3 = W[j0, i] - v0 * di, W[j1, i] - v1 * di, W[j2, i] - v2 * di, W[j3, i] - v3 * di
-            W[j0, i], W[j1, i], W[j2, i], W[j3, i] = b0, b1, b2, b3
-            s0 += abs(b0)
-            s1 += abs(b1)
-            s2 += abs(b2)
-            s3 += abs(b3)
-        out_sum[o + j0], out_sum[o + j1], out_sum[o + j2], out_sum[o + j3] = s0, s1, s2, s3
-        t += 4
-    while t < n:
-        j = rows[t]
-        v = src[j]
-        s = zero
-        for i in range(d.shape[0]):
-            b = W[j, i] - v * d[i]
-            W[j, i] = b
-            s += abs(b)
-        out_sum[o + j] = s
-        t += 1
-
-
-@njit(**JIT, fastmath=FAST)
-def update_rows_both(W, rows, src, d, dcs, out_sum, o, zero):
-    """``update_rows_in`` and ``update_rows_out`` in one pass."""
-    n, t = rows.shape[0], 0
-    while t + 4 <= n:
-        j0, j1, j2, j3 = rows[t], rows[t + 1], rows[t + 2], rows[t + 3]
-        v0, v1, v2, v3 = src[j0], src[j1], src[j2], src[j3]
+        g0 = g1 = g2 = g3 = zero
         s0 = s1 = s2 = s3 = zero
         for i in range(d.shape[0]):
             di = d[i]
             a0, a1, a2, a3 = W[j0, i], W[j1, i], W[j2, i], W[j3, i]
+            if dot:
+                g0 += a0 * di
+                g1 += a1 * di
+                g2 += a2 * di
+                g3 += a3 * di
             b0, b1, b2, b3 = a0 - v0 * di, a1 - v1 * di, a2 - v2 * di, a3 - v3 * di
+            if clamp:
+                b0, b1 = min(max(b0, -c), c), min(max(b1, -c), c)
+                b2, b3 = min(max(b2, -c), c), min(max(b3, -c), c)
             W[j0, i], W[j1, i], W[j2, i], W[j3, i] = b0, b1, b2, b3
-            c0, c1, c2, c3 = abs(b0), abs(b1), abs(b2), abs(b3)
-            dcs[i] += ((c0 - abs(a0)) + (c1 - abs(a1))) + ((c2 - abs(a2)) + (c3 - abs(a3)))
-            s0 += c0
-            s1 += c1
-            s2 += c2
-            s3 += c3
-        out_sum[o + j0], out_sum[o + j1], out_sum[o + j2], out_sum[o + j3] = s0, s1, s2, s3
+            if track_in:
+                dcs[i] += ((abs(b0) - abs(a0)) + (abs(b1) - abs(a1))) + ((abs(b2) - abs(a2)) + (abs(b3) - abs(a3)))
+            if track_out:
+                s0 += abs(b0)
+                s1 += abs(b1)
+                s2 += abs(b2)
+                s3 += abs(b3)
+        if dot:
+            g[j0], g[j1], g[j2], g[j3] = g0, g1, g2, g3
+        if track_out:
+            out_sum[o + j0], out_sum[o + j1], out_sum[o + j2], out_sum[o + j3] = s0, s1, s2, s3
         t += 4
     while t < n:
         j = rows[t]
         v = src[j]
-        s = zero
+        gj = sj = zero
         for i in range(d.shape[0]):
             a = W[j, i]
+            if dot:
+                gj += a * d[i]
             b = a - v * d[i]
+            if clamp:
+                b = min(max(b, -c), c)
             W[j, i] = b
-            c = abs(b)
-            dcs[i] += c - abs(a)
-            s += c
-        out_sum[o + j] = s
+            if track_in:
+                dcs[i] += abs(b) - abs(a)
+            if track_out:
+                sj += abs(b)
+        if dot:
+            g[j] = gj
+        if track_out:
+            out_sum[o + j] = sj
         t += 1
+
+
+@njit(**INLINE)
+def update_rows_with(W, rows, src, d, g, dcs, out_sum, o, c, zero, dot, clamp, track_in, track_out):
+    """``update_rows`` with run-time switches: the compiled variant for them (clamp goes without sums)."""
+    if dot:
+        if clamp:
+            update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, True, True, False, False)
+        elif track_in and track_out:
+            update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, True, False, True, True)
+        elif track_in:
+            update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, True, False, True, False)
+        elif track_out:
+            update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, True, False, False, True)
+        else:
+            update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, True, False, False, False)
+    elif clamp:
+        update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, False, True, False, False)
+    elif track_in and track_out:
+        update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, False, False, True, True)
+    elif track_in:
+        update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, False, False, True, False)
+    elif track_out:
+        update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, False, False, False, True)
+    else:
+        update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, False, False, False, False)

@@ -59,8 +59,7 @@ from .jit import FAST, INLINE, JIT
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .learners.adapted import adapted_decide, adapted_event, adapted_statistics
 from .learners.cbp import cbp_decide, cbp_event, cbp_statistics
-from .rows import (axpy_rows, dot_rows, update_rows, update_rows_both, update_rows_clamp, update_rows_in,
-                   update_rows_out)
+from .rows import axpy_rows, dot_rows, update_rows_with
 
 # rows of the float64 work array ``work`` (4, width): kernel/learners' per-unit scratch, the softmax
 W_BC, W_X, W_KEYS, W_EXP = range(4)
@@ -134,13 +133,15 @@ def _segment(layout, l):
 
 @njit(**INLINE)
 def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, hyper, flags, clamp_now, c, in_sum,
-                  out_sum, dcs_all, zero):
+                  out_sum, dcs_all, zero, g):
     """The optimiser step of linear layer l for a batch: inputs src[row0 + b, col0 + j] (x for
     l = 0, else the activations below; only the entries listed in nz[b, seg:] / nzc[b, l] are
     non-zero, and only their rows have a non-zero gradient),
     output deltas delta[b, uoff[l] + i], alpha-scaled unless momentum; ``c`` the clip in the
-    weights' dtype. (Whole 2-D arrays and offsets, so that every row slice below is contiguous to
-    the compiler.)"""
+    weights' dtype. With ``g`` non-empty (batch 1, relu below, no momentum or decay) it also
+    computes the backward pass's g[j] = W[j, :] . delta for the listed rows j, in the same pass
+    over them (``rows.update_rows``). (Whole 2-D arrays and offsets, so that every row slice
+    below is contiguous to the compiler.)"""
     n_in, n_out = layout[R_SIZES, l], layout[R_SIZES, l + 1]
     o = layout[R_UOFF, l]
     w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
@@ -164,18 +165,18 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
             w = W[j * n_out : (j + 1) * n_out]
             wb = Wbuf[j * n_out : (j + 1) * n_out]
             for i in range(n_out):
-                g = zero
+                gr = zero
                 for b in range(B):
-                    g += src[row0 + b, col0 + j] * delta[b, o + i]
-                g += lam * w[i]
-                wb[i] = mu * wb[i] + g
+                    gr += src[row0 + b, col0 + j] * delta[b, o + i]
+                gr += lam * w[i]
+                wb[i] = mu * wb[i] + gr
                 w[i] -= alpha * wb[i]
         for i in range(n_out):
-            g = zero
+            gr = zero
             for b in range(B):
-                g += delta[b, o + i]
-            g += lam * bias[i]
-            bbuf[i] = mu * bbuf[i] + g
+                gr += delta[b, o + i]
+            gr += lam * bias[i]
+            bbuf[i] = mu * bbuf[i] + gr
             bias[i] -= alpha * bbuf[i]
     else:
         if dense:  # coupled weight decay: W <- (1 - alpha lambda) W first, as the engine
@@ -189,19 +190,9 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
             dcs[:] = zero
         seg = _segment(layout, l)
         for b in range(B):
-            d = delta[b, o : o + n_out]
-            inp = src[row0 + b, col0 : col0 + n_in]
-            active = nz[b, seg : seg + nzc[b, l]]
-            if do_clamp and B == 1:
-                update_rows_clamp(W2, active, inp, d, c)
-            elif not tracking:
-                update_rows(W2, active, inp, d)
-            elif track_in and track_out:
-                update_rows_both(W2, active, inp, d, dcs, out_sum, o_out, zero)
-            elif track_in:
-                update_rows_in(W2, active, inp, d, dcs)
-            else:
-                update_rows_out(W2, active, inp, d, out_sum, o_out, zero)
+            update_rows_with(W2, nz[b, seg : seg + nzc[b, l]], src[row0 + b, col0 : col0 + n_in],
+                             delta[b, o : o + n_out], g, dcs, out_sum, o_out, c, zero, g.shape[0] > 0,
+                             do_clamp and B == 1, tracking and track_in, tracking and track_out)
         if tracking and track_in:
             for i in range(n_out):
                 cs[i] += dcs[i]
@@ -238,7 +229,7 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
 
 
 # ---------------------------------------------------------------------------- the loop
-@njit(**JIT)
+@njit(**JIT, fastmath=FAST)
 def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, stop,
                  lp, lpt, age, f, u, acc_a, acc_b, in_sum, out_sum, factors, counts,
                  coins, fresh, fresh_row, keys, draw_pos,
@@ -275,6 +266,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
     clip = theta.dtype.type(hyper[H_CLIP])  # the clip in the weights' dtype (no float64 round trip per entry)
     event_clip = hyper[H_CLIP] if clamp_now or (per_pass and math.isfinite(hyper[H_CLIP])) else -1.0
     ex = work[W_EXP]  # exp(logit - max) of one example
+    dense = flags[F_MOMENTUM] != 0 or flags[F_DECAY] != 0  # every weight changes at every step
     need_sums = learner == LEARNER_CBP and (flags[F_NEED_IN] != 0 or flags[F_NEED_OUT] != 0)
     if need_sums and flags[F_SYNC_SUMS] != 0:
         sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0)
@@ -345,27 +337,33 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
         for l in range(n_lin - 1, -1, -1):
             n_in, n_out = layout[R_SIZES, l], layout[R_SIZES, l + 1]
             w0, o = layout[R_WOFF, l], layout[R_UOFF, l]
+            clamp_l = clamp_now and not (l < L and rescales and n_due[0, l] + n_due[1, l] > 0)
+            fused_dot = False
             if l > 0:
                 oi = layout[R_UOFF, l - 1]
                 code = layout[R_ACT, l - 1]
                 seg = _segment(layout, l)
+                # relu: only the active units below have a gradient, and there it passes unchanged; they
+                # are the rows the update changes, so with one example the dot products come with it
+                relu = A.zero_gradient_where_zero(code)
+                fused_dot = relu and B == 1 and not dense
                 Wl = theta[w0 : w0 + n_in * n_out].reshape((n_in, n_out))
                 for b in range(B):
-                    d = delta[b, o : o + n_out]
                     dprev = delta[b, oi : oi + n_in]
-                    if A.zero_gradient_where_zero(code):  # relu: only the active units have a gradient,
-                        dprev[:] = zero  # and there it passes unchanged
-                        dot_rows(Wl, nz[b, seg : seg + nzc[b, l]], d, dprev, zero)
+                    if relu:
+                        dprev[:] = zero
+                        if not fused_dot:
+                            dot_rows(Wl, nz[b, seg : seg + nzc[b, l]], delta[b, o : o + n_out], dprev, zero)
                     else:
-                        dot_rows(Wl, iota[:n_in], d, dprev, zero)
+                        dot_rows(Wl, iota[:n_in], delta[b, o : o + n_out], dprev, zero)
                         A.backward_layer(code, dprev, z[b, oi : oi + n_in], h[b, oi : oi + n_in])
-                _update_layer(layout, theta, buf, l, L, B, h, 0, oi, delta, nz, nzc, hyper, flags,
-                              clamp_now and not (l < L and rescales and n_due[0, l] + n_due[1, l] > 0), clip,
-                              in_sum, out_sum, dcs, zero)
-            else:
-                _update_layer(layout, theta, buf, l, L, B, x, s, 0, delta, nz, nzc, hyper, flags,
-                              clamp_now and not (rescales and n_due[0, 0] + n_due[1, 0] > 0), clip,
-                              in_sum, out_sum, dcs, zero)
+            # the layer's inputs: x[s + b] below the first layer, else the activations below (one call
+            # site, so that the compiled update loops exist once)
+            below, row0, col0 = (h, 0, layout[R_UOFF, l - 1]) if l > 0 else (x, s, 0)
+            _update_layer(layout, theta, buf, l, L, B, below, row0, col0, delta, nz, nzc, hyper, flags, clamp_l, clip,
+                          in_sum, out_sum, dcs, zero,
+                          delta[0, layout[R_UOFF, l - 1] : layout[R_UOFF, l - 1] + n_in] if l > 0 and fused_dot
+                          else delta[0, 0:0])
         whole = False  # whether the rescaled layers are still to be clamped whole
         if clamp_now and first:  # untouched entries (e.g. of zero pixels) are clamped once per chunk
             clamp_hidden(layout, theta, L, clip, n_due, rescales)

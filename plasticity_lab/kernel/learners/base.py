@@ -148,8 +148,8 @@ class KernelLearner:
         keys (n,) float32, draw_pos (2,)), kernel/draws.py; empty when the learner draws nothing."""
         return _NO_DRAWS
 
-    def end_chunk(self, k: int) -> None:
-        """After member k's chunk: leave its generators where the draws it used leave them."""
+    def sync_draws(self, k: int) -> None:
+        """Leave member k's generators where the draws it used leave them (before its state is read)."""
 
     def warm_up(self, pop) -> None:
         """Load the compiled code the learner calls from Python (nothing by default)."""

@@ -296,9 +296,9 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         self.fresh_row = np.array([distinct.index(b) for b in bounds], dtype=np.int64)
         fan_in = sum(spec.sizes[: spec.num_hidden])
         self.draw_pos = np.zeros((pop.K, 2), np.int64)
-        self.reinit_ahead = [ReadAhead(self.reinit_gen[k], [(-b, b) for b in distinct], 16 * fan_in,
-                                       self.draw_pos[k, 0:1]) for k in range(pop.K)]
-        self.util_ahead = [ReadAhead(self.util_gen[k], [(0.0, 1.0)], 16 * sum(self.widths), self.draw_pos[k, 1:2])
+        self.reinit_ahead = [ReadAhead(self.reinit_gen[k], [(-b, b) for b in distinct], 16 * fan_in, self.draw_pos,
+                                       (k, 0)) for k in range(pop.K)]
+        self.util_ahead = [ReadAhead(self.util_gen[k], [(0.0, 1.0)], 16 * sum(self.widths), self.draw_pos, (k, 1))
                            for k in range(pop.K)] if self.util_type == "random" else None
         self._no_keys = np.zeros(0, np.float32)
 
@@ -326,7 +326,7 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         keys = self.util_ahead[k].blocks[0] if self.util_ahead is not None else self._no_keys
         return self.reinit_ahead[k].blocks, self.fresh_row, keys, self.draw_pos[k]
 
-    def end_chunk(self, k: int) -> None:
+    def sync_draws(self, k: int) -> None:
         """Leave member k's generators where the draws it used leave them (the engine's states)."""
         for ahead in (self.reinit_ahead, self.util_ahead):
             if ahead is not None:
