@@ -79,18 +79,18 @@ def cbp_decide(layout, lp, age, acc_low, acc_high, accumulate_on, coins, coin, n
 
 
 @njit(**JIT)
-def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x):
+def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, fh, x):
     """Steps 2-3 after the step's update: f <- lerp(f, mean_batch h, 1 - eta), u <- lerp(u, x, 1 - eta),
     x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age).
-    ``bc`` and ``x`` (hidden units,) are scratch space (float64). One loop per utility type and
-    a batch-1 path, so that every loop vectorises."""
+    ``fh`` (f_hat) and ``x`` (hidden units,) are scratch space (float64). One loop per utility type
+    and a batch-1 path, so that every loop vectorises."""
     for l in range(L):
         if lpt[ACTIVE, l] == 0:
             continue
         o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
         n_in, n_next = layout[R_SIZES, l], layout[R_SIZES, l + 2]
         eta, w, a1 = lpt[ETA, l], lpt[ONE_MINUS_ETA, l], lpt[AGE_ONE, l]
-        fl, ul, al, bl, xl = f[o : o + H], u[o : o + H], age[o : o + H], bc[o : o + H], x[o : o + H]
+        fl, ul, al, fhl, xl = f[o : o + H], u[o : o + H], age[o : o + H], fh[o : o + H], x[o : o + H]
         if B == 1:
             hb = h[0, o : o + H]
             for i in range(H):
@@ -103,31 +103,39 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x
                 fl[i] = lerp(fl[i], mean_h / B, w)
         if util == RANDOM:
             continue  # u_hat is a fresh U(0, 1) draw when units are chosen; u stays 0
-        for i in range(H):  # 1 - eta^age: pow only for the young units (it is exactly 1 for the others)
-            bl[i] = 1.0
-            if al[i] < a1:
-                bl[i] = 1 - eta ** al[i]
+        # f_hat = f / (1 - eta^age); 1 - eta^age is exactly 1 from age a1 on (base.age_one), so pow and
+        # division only while some unit is younger
+        young = False
+        for i in range(H):
+            young |= al[i] < a1
+        if young:
+            for i in range(H):
+                fhl[i] = fl[i] / (1 - eta ** al[i]) if al[i] < a1 else fl[i]
+        else:
+            for i in range(H):
+                fhl[i] = fl[i]
         ins, outs = in_sum[o : o + H], out_sum[o : o + H]
         if util == WEIGHT:
             for i in range(H):
                 xl[i] = outs[i] / n_next
         elif util == ADAPTATION:
             for i in range(H):
-                xl[i] = 1.0 / (ins[i] / n_in)
+                xl[i] = n_in / ins[i]
         elif B == 1:
             hb = h[0, o : o + H]
             if util == CONTRIBUTION:
                 for i in range(H):
                     xl[i] = (outs[i] / n_next) * abs(hb[i])
             elif util == ADAPTABLE:
+                ratio = n_in / n_next
                 for i in range(H):
-                    xl[i] = (outs[i] / n_next) * abs(hb[i] - fl[i] / bl[i]) / (ins[i] / n_in)
+                    xl[i] = outs[i] * abs(hb[i] - fhl[i]) / ins[i] * ratio
             elif util == ZERO_CONTRIBUTION:
                 for i in range(H):
-                    xl[i] = (outs[i] / n_next) * abs(hb[i] - fl[i] / bl[i])
+                    xl[i] = (outs[i] / n_next) * abs(hb[i] - fhl[i])
             else:  # feature_by_input
                 for i in range(H):
-                    xl[i] = abs(hb[i] - fl[i] / bl[i]) / (ins[i] / n_in)
+                    xl[i] = abs(hb[i] - fhl[i]) / ins[i] * n_in
         else:
             for i in range(H):
                 out_mag = outs[i] / n_next
@@ -138,10 +146,9 @@ def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x
                         a += abs(h[b, o + i])
                     xl[i] = out_mag * (a / B)
                 else:
-                    f_hat = fl[i] / bl[i]
-                    dev = abs(h[0, o + i] - f_hat)
+                    dev = abs(h[0, o + i] - fhl[i])
                     for b in range(1, B):
-                        dev += abs(h[b, o + i] - f_hat)
+                        dev += abs(h[b, o + i] - fhl[i])
                     dev /= B
                     if util == ADAPTABLE:
                         xl[i] = out_mag * dev / in_mag
