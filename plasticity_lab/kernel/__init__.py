@@ -5,7 +5,10 @@ layers input-major and sparse, the reset learners' statistics fused into the pas
 (learners/), control back in Python only at events. Which configs it runs: support.py.
 """
 
+from .jit import refresh_cache
 from .learners import KERNEL_LEARNER_CLASSES
 from .population import KernelPopulation
+
+refresh_cache()  # before anything compiled is loaded
 
 __all__ = ["KERNEL_LEARNER_CLASSES", "KernelPopulation"]

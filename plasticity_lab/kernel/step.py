@@ -55,7 +55,7 @@ from .codes import (CLIP_EVERY_STEP, EVENT_NEED_COINS, EVENT_NEED_DRAWS, EVENT_N
                     F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_PER_PASS, F_SYNC_SUMS,
                     F_UTIL, H_ALPHA, H_CLIP, H_DECAY, H_LAMBDA, H_MOMENTUM, I_COINS_USED, I_EVENT, I_NEXT,
                     LEARNER_ADAPTED, LEARNER_CBP, LOSS_CROSS_ENTROPY)
-from .jit import FAST, INLINE, JIT
+from .jit import INLINE, JIT, JIT_FAST
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .learners.adapted import adapted_decide, adapted_event, adapted_statistics
 from .learners.cbp import cbp_decide, cbp_event, cbp_statistics
@@ -65,7 +65,7 @@ from .rows import axpy_rows, dot_rows, update_rows_with
 W_BC, W_X, W_KEYS, W_EXP = range(4)
 
 
-@njit(**JIT, fastmath=FAST)
+@njit(**JIT_FAST)
 def _abs_sum(w):
     s = 0.0
     for i in range(w.shape[0]):
@@ -229,7 +229,7 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
 
 
 # ---------------------------------------------------------------------------- the loop
-@njit(**JIT, fastmath=FAST)
+@njit(**JIT_FAST)
 def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, stop,
                  lp, lpt, age, f, u, acc_a, acc_b, in_sum, out_sum, factors, counts,
                  coins, fresh, fresh_row, keys, draw_pos,
