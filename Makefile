@@ -37,7 +37,7 @@ smoke: install  ## a 2-task x 200-example run, to check an installation in secon
 test: install  ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
-mutants: install  ## plant small bugs in the learners (engine and reference) and check the learner tests catch each
+mutants: install  ## plant small bugs in the learners (engine, kernel and reference) and check the learner tests catch each
 	$(PY) scripts/mutants.py $(ARGS)
 
 bench: install  ## engine speed vs a naive per-example nn.Module loop (prints steps/s and ratios)

@@ -1,21 +1,26 @@
 """make mutants: do the learner tests catch small bugs planted in the learners?
 
 Each mutant is a small slip (highest instead of lowest utility, ``>=`` for ``>``, a dropped
-bias correction, ...), planted in the population engine AND the readable reference together
-where both have the code, so that "engine equals reference" cannot catch it: only the
-hand-computed oracles (tests/test_oracles.py), the checkpoint round trips
-(tests/test_member_state.py) and the property tests (tests/test_learners.py) can. The script copies the repository to a temporary folder once (the working tree is never
-edited), and for every mutant applies its edits there, runs the tests against the copy and
-restores it. The oracles run once per implementation, so a mutant planted in both must be
-caught in EACH: the report names, per implementation, the first test that failed
+bias correction, ...), planted in the population engine, the readable reference AND the compiled
+kernel together where they have the code, so that "engine equals reference" (or "kernel equals
+reference") cannot catch it: only the hand-computed oracles (tests/test_oracles.py), the
+checkpoint round trips (tests/test_member_state.py), the property tests (tests/test_learners.py)
+and, for the kernel's own machinery, its comparisons (tests/test_kernel.py) can. The script
+copies the repository to a temporary folder once (the working tree is never edited), and for
+every mutant applies its edits there, runs the tests against the copy and restores it. The
+oracles run once per implementation, so a mutant planted in several must be caught in EACH: the
+report names, per implementation, the first test that failed
 
     mutant
         engine    killed by tests/test_oracles.py::...[engine-...]
+        kernel    killed by tests/test_oracles.py::...[kernel-...]
         reference killed by tests/test_oracles.py::...[reference-...]  | SURVIVED
 
 (first all of tests/test_oracles.py and tests/test_member_state.py; where an implementation is not
-caught there, tests/test_learners.py with ``pytest -x``; a test without an implementation parameter
-counts for both). Exit status 1 if a
+caught there, its own last resort with ``pytest -x``: tests/test_learners.py for the engine and
+the reference, tests/test_kernel.py for the kernel; a test without an implementation parameter
+counts for every implementation it was run for). A kernel mutant recompiles the kernel in the
+copy (its numba cache follows the sources, kernel/jit.py), ~30 s each. Exit status 1 if a
 mutant survived in some implementation or an edit no longer applies. An edit is a textual
 replacement whose anchor must occur EXACTLY once in its file, checked for every mutant before
 anything runs, so the list cannot rot silently when the learners change
@@ -38,13 +43,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# run in this order; all but the last whole (every implementation's tests), the last with -x
-TESTS = ("tests/test_oracles.py", "tests/test_member_state.py", "tests/test_learners.py")
+# run first, whole (every implementation's tests); then, for an implementation not caught, its last resort with -x
+FIRST = ("tests/test_oracles.py", "tests/test_member_state.py")
+LAST_RESORT = {"engine": "tests/test_learners.py", "reference": "tests/test_learners.py",
+               "kernel": "tests/test_kernel.py"}
+TESTS = FIRST + tuple(sorted(set(LAST_RESORT.values())))
+IMPLEMENTATIONS = tuple(LAST_RESORT)
 
 ENGINE = "plasticity_lab/engine/learners/"
 CBP, ADAPTED, BASE = ENGINE + "cbp.py", ENGINE + "adapted.py", ENGINE + "base.py"
 REDO, SP, OPTIM = ENGINE + "redo.py", ENGINE + "shrink_perturb.py", "plasticity_lab/engine/optim.py"
 RESETS, REF_OPTIM = "plasticity_lab/reference/resets.py", "plasticity_lab/reference/optim.py"
+KERNEL = "plasticity_lab/kernel/"
+KCBP, KADAPTED, KBASE = KERNEL + "learners/cbp.py", KERNEL + "learners/adapted.py", KERNEL + "learners/base.py"
+KSTEP, KPOP = KERNEL + "step.py", KERNEL + "population.py"
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,8 @@ def _m(name: str, *edits: tuple[str, str, str]) -> Mutant:
     return Mutant(name, edits)
 
 
+# the kernel's count of eligible units (every step, kernel/learners/base.py) with age >= m
+KERNEL_MATURITY_GE = (KBASE, "eligible += al[i] > m", "eligible += al[i] >= m")
 # the engine's host-side count of eligible units (engine/learners/base.py, Maturity) with age >= m
 HOST_MATURITY_GE = ((BASE, "self._due[t + int(m) + 1] += add", "self._due[t + int(m)] += add"),
                     (BASE, "young = age[k][age[k] <= self.m[k, l]]", "young = age[k][age[k] < self.m[k, l]]"),
@@ -67,53 +81,70 @@ MUTANTS = [
     _m("cbp: highest u_hat replaced instead of lowest",
        (CBP, "chosen_units(lowest_first(keys, eligible)", "chosen_units(lowest_first(-keys, eligible)"),
        (RESETS, "chosen[l] = lowest(-keys if high else keys, eligible, n)",
-        "chosen[l] = lowest(keys if high else -keys, eligible, n)")),
+        "chosen[l] = lowest(keys if high else -keys, eligible, n)"),
+       (KCBP, "keyed[i] = (-key if highest else key) if", "keyed[i] = (key if highest else -key) if")),
     _m("cbp: eligible at age >= m",
        (CBP, "eligible = self.age[l][sel] > self.m_dev[l][sel]", "eligible = self.age[l][sel] >= self.m_dev[l][sel]"),
        *HOST_MATURITY_GE,
        (RESETS, "                eligible = self.age[l] > self.m[l]\n                n = self.how_many",
-        "                eligible = self.age[l] >= self.m[l]\n                n = self.how_many")),
+        "                eligible = self.age[l] >= self.m[l]\n                n = self.how_many"),
+       KERNEL_MATURITY_GE, (KCBP, "if al[i] > m else np.inf", "if al[i] >= m else np.inf")),
     _m("cbp: u_hat without bias correction",
        (CBP, "keys = self.u[l][sel] / self._bc[l][sel]", "keys = self.u[l][sel]"),
-       (RESETS, "u_hat[l] = self.u[l] / bias_correction", "u_hat[l] = self.u[l]")),
+       (RESETS, "u_hat[l] = self.u[l] / bias_correction", "u_hat[l] = self.u[l]"),
+       (KCBP, "else ul[i] / (one - eta ** al[i])  # u_hat", "else ul[i]  # u_hat")),
     _m("cbp: bias correction 1 - eta^(age + 1)",
        (CBP, "bc = self._bc[l] = torch.pow(eta, age)", "bc = self._bc[l] = torch.pow(eta, age + 1)"),
-       (RESETS, "bias_correction = 1 - eta**self.age[l]", "bias_correction = 1 - eta**(self.age[l] + 1)")),
+       (RESETS, "bias_correction = 1 - eta**self.age[l]", "bias_correction = 1 - eta**(self.age[l] + 1)"),
+       (KCBP, "else ul[i] / (one - eta ** al[i])  # u_hat", "else ul[i] / (one - eta ** (al[i] + one))  # u_hat"),
+       (KCBP, "fhl[i] = fl[i] / (1 - eta ** al[i]) if", "fhl[i] = fl[i] / (1 - eta ** (al[i] + 1)) if")),
     _m("cbp: f_hat without bias correction",
        (CBP, "deviation = (h - (f / bc).unsqueeze(1))", "deviation = (h - f.unsqueeze(1))"),
-       (RESETS, "f_hat[l] = self.f[l] / bias_correction", "f_hat[l] = self.f[l]")),
+       (RESETS, "f_hat[l] = self.f[l] / bias_correction", "f_hat[l] = self.f[l]"),
+       (KCBP, "fhl[i] = fl[i] / (1 - eta ** al[i]) if al[i] < a1 else fl[i]", "fhl[i] = fl[i]")),
     _m("cbp: adaptable_contribution not divided by the input magnitude",
        (CBP, "x, scale = out_sum.mul_(deviation).div_(in_sum), n_in / n_next", "x, scale = out_sum.mul_(deviation), 1.0 / n_next"),
-       (RESETS, "return out_mag * deviation / in_mag", "return out_mag * deviation")),
+       (RESETS, "return out_mag * deviation / in_mag", "return out_mag * deviation"),
+       (KCBP, "xl[i] = outs[i] * abs(hb[i] - fhl[i]) / ins[i] * ratio", "xl[i] = outs[i] * abs(hb[i] - fhl[i]) / n_next"),
+       (KCBP, "xl[i] = out_mag * dev / in_mag", "xl[i] = out_mag * dev")),
     _m("cbp: next layer's bias not corrected (bias_correction ignored)",
        (CBP, "if self.bias_correction:", "if False:"),
-       (RESETS, "if self.bias_correction:", "if False:")),
+       (RESETS, "if self.bias_correction:", "if False:"),
+       (KCBP, "        if bias_correction:\n", "        if False:\n")),
     _m("cbp: accumulator keeps n (acc -= n dropped)",
        (BASE, "    acc -= n\n", ""),
-       (RESETS, "            acc[l] -= n\n", "")),
+       (RESETS, "            acc[l] -= n\n", ""),
+       (KBASE, "    acc[l] -= n\n", "")),
     _m("cbp: coin rule never replaces",
        (BASE, "n[k, l] = 1 if coins[k].next() <= expected[k, l] else 0", "n[k, l] = 0"),
-       (RESETS, "return 1 if self.coins.next() <= expected else 0", "return 0")),
+       (RESETS, "return 1 if self.coins.next() <= expected else 0", "return 0"),
+       (KCBP, "return (1 if coins[coin] <= expected else 0), coin + 1", "return 0, coin + 1")),
     _m("cbp: replaced unit's outgoing weights not zeroed",
        (CBP, "pop.W[l + 1][kk, :, uu] = 0.0", "pass"),
-       (RESETS, "next_layer.weight[:, units] = 0.0", "pass")),
+       (RESETS, "next_layer.weight[:, units] = 0.0", "pass"),
+       (KCBP, "            Wn[i, k] = 0\n", "            pass\n")),
     _m("cbp: replaced unit's bias not zeroed",
        (CBP, "pop.b[l][kk, uu] = 0.0", "pass"),
-       (RESETS, "layer.bias[units] = 0.0", "pass")),
+       (RESETS, "layer.bias[units] = 0.0", "pass"),
+       (KCBP, "        theta[b0 + i] = 0\n", "        pass\n")),
     _m("cbp: replaced unit keeps its f and u",
        (CBP, "for state in (self.age[l], self.u[l], self.f[l]):", "for state in (self.age[l],):"),
-       (RESETS, "                self.u[l][units] = 0\n                self.f[l][units] = 0\n", "")),
+       (RESETS, "                self.u[l][units] = 0\n                self.f[l][units] = 0\n", ""),
+       (KCBP, "        fl[i] = 0\n        ul[i] = 0\n", "")),
     # ---- [P]'s two-pass CBP and its re-initialisation (SPEC 5)
     _m("cbp: high-utility pass takes the lowest utility",
        (CBP, "keys = -keys  # the highest utility first", "keys = keys"),
-       (RESETS, "lowest(-keys if high else keys, eligible, n)", "lowest(keys, eligible, n)")),
+       (RESETS, "lowest(-keys if high else keys, eligible, n)", "lowest(keys, eligible, n)"),
+       (KCBP, "l, n, side == 1, unit_keys, rows,", "l, n, False, unit_keys, rows,")),
     _m("cbp: high-utility pass counts the low pass's units as eligible",
        (CBP, "self.rho_high, eligible - n)", "self.rho_high, eligible)"),
        (RESETS, "n = self.how_many(l, int(eligible.sum()), high)",
-        "n = self.how_many(l, int(eligible.sum()) + (int((self.age[l] == 0).sum()) if high else 0), high)")),
+        "n = self.how_many(l, int(eligible.sum()) + (int((self.age[l] == 0).sum()) if high else 0), high)"),
+       (KCBP, "n_due[1, l] - n_due[0, l], accumulate_on,", "n_due[1, l], accumulate_on,")),
     _m("cbp: reinit no_gain ignored (the layer's gain always)",
        (CBP, "gain = CBP_REINIT_GAIN[self.reinit]", "gain = None"),
-       (RESETS, "CBP_REINIT_GAIN[self.reinit])", "None)")),
+       (RESETS, "CBP_REINIT_GAIN[self.reinit])", "None)"),
+       (KCBP, "spec, gain = pop.spec, CBP_REINIT_GAIN[self.reinit]", "spec, gain = pop.spec, None")),
     # ---- optimiser state of replaced units (SPEC 3.4 step 8, 3.6)
     _m("adam: moments of the input row and bias not zeroed",
        (OPTIM, "            self.m[which][layer][kk, uu] = 0.0\n            self.v[which][layer][kk, uu] = 0.0\n", ""),
@@ -130,26 +161,35 @@ MUTANTS = [
     # ---- adapted rescaling (SPEC 3.5)
     _m("adapted: low pass takes the highest, high pass the lowest",
        (ADAPTED, 'keys = u_hat if side == "low" else -u_hat', 'keys = -u_hat if side == "low" else u_hat'),
-       (RESETS, 'lowest(u_hat if side == "low" else -u_hat', 'lowest(-u_hat if side == "low" else u_hat')),
+       (RESETS, 'lowest(u_hat if side == "low" else -u_hat', 'lowest(-u_hat if side == "low" else u_hat'),
+       (KADAPTED, "keyed[i] = (-u_hat if highest else u_hat)", "keyed[i] = (u_hat if highest else -u_hat)")),
     _m("adapted: eligible at age >= m",
        (ADAPTED, "eligible = self.age[l][sel] > self.m_dev[l][sel]", "eligible = self.age[l][sel] >= self.m_dev[l][sel]"),
        *HOST_MATURITY_GE,
        (RESETS, "        eligible = self.age[l] > self.m[l]\n        self.acc[side][l] +=",
-        "        eligible = self.age[l] >= self.m[l]\n        self.acc[side][l] +=")),
+        "        eligible = self.age[l] >= self.m[l]\n        self.acc[side][l] +="),
+       KERNEL_MATURITY_GE, (KADAPTED, "if a > lp[MATURITY, l] else np.inf", "if a >= lp[MATURITY, l] else np.inf")),
     _m("adapted: u_hat without bias correction",
        (ADAPTED, "u_hat = self.u[l][sel] / self._bc[l][sel]", "u_hat = self.u[l][sel]"),
-       (RESETS, "u_hat = self.u[l] / (1 - self.eta[l] ** self.age[l])", "u_hat = self.u[l]")),
+       (RESETS, "u_hat = self.u[l] / (1 - self.eta[l] ** self.age[l])", "u_hat = self.u[l]"),
+       (KADAPTED, "u_hat = ul[i] / (one - eta ** a)", "u_hat = ul[i]")),
     _m("adapted: bias correction 1 - eta^(age + 1)",
        (ADAPTED, "self._bc[l] = torch.pow(self.eta[l], age)", "self._bc[l] = torch.pow(self.eta[l], age + 1)"),
        (RESETS, "u_hat = self.u[l] / (1 - self.eta[l] ** self.age[l])",
-        "u_hat = self.u[l] / (1 - self.eta[l] ** (self.age[l] + 1))")),
+        "u_hat = self.u[l] / (1 - self.eta[l] ** (self.age[l] + 1))"),
+       (KADAPTED, "u_hat = ul[i] / (one - eta ** a)", "u_hat = ul[i] / (one - eta ** (a + one))")),
     _m("adapted: utility of |a| instead of the signed activation",
        (ADAPTED, "mean = h.squeeze(1) if h.shape[1] == 1 else h.mean(dim=1)",
         "mean = h.squeeze(1).abs() if h.shape[1] == 1 else h.abs().mean(dim=1)"),
-       (RESETS, "a.mean(dim=0), 1 - self.eta[l])", "a.abs().mean(dim=0), 1 - self.eta[l])")),
+       (RESETS, "a.mean(dim=0), 1 - self.eta[l])", "a.abs().mean(dim=0), 1 - self.eta[l])"),
+       (KADAPTED, "            else:\n                for i in range(H):\n                    ul[i] = lerp(ul[i], hb[i], w)\n",
+        "            else:\n                for i in range(H):\n                    ul[i] = lerp(ul[i], abs(hb[i]), w)\n"),
+       (KADAPTED, "    mean_h = h[0, i]\n    for b in range(1, B):\n        mean_h += h[b, i]",
+        "    mean_h = abs(h[0, i])\n    for b in range(1, B):\n        mean_h += abs(h[b, i])")),
     _m("adapted: bias not rescaled",
        (ADAPTED, "pop.b[l][kk, uu] = pop.b[l][kk, uu] * c", "pass"),
-       (RESETS, "layer.bias[units] *= self.c[side][l]", "pass")),
+       (RESETS, "layer.bias[units] *= self.c[side][l]", "pass"),
+       (KADAPTED, "        theta[b0 + i] *= c\n", "        pass\n")),
     _m("adapted: high pass before low pass",
        (ADAPTED, 'n_low = how_many(self.acc["low"], self.rates["low"], eligible)\n'
                  '        n_high = how_many(self.acc["high"], self.rates["high"], eligible - n_low)',
@@ -157,18 +197,26 @@ MUTANTS = [
         '        n_low = how_many(self.acc["low"], self.rates["low"], eligible - n_high)'),
        (ADAPTED, 'for side, n in (("low", n_low[:, l]), ("high", n_high[:, l])):',
         'for side, n in (("high", n_high[:, l]), ("low", n_low[:, l])):'),
-       (RESETS, 'for side in ("low", "high"):  # low pass first', 'for side in ("high", "low"):  # low pass first')),
+       (RESETS, 'for side in ("low", "high"):  # low pass first', 'for side in ("high", "low"):  # low pass first'),
+       (KADAPTED, "            n_low = accumulate(acc_low, l, lp[RATE_A, l], eligible)\n"
+                  "            n_high = accumulate(acc_high, l, lp[RATE_B, l], eligible - n_low)",
+        "            n_high = accumulate(acc_high, l, lp[RATE_B, l], eligible)\n"
+        "            n_low = accumulate(acc_low, l, lp[RATE_A, l], eligible - n_high)"),
+       (KADAPTED, "        rescaled[:] = 0\n        for side in range(2):", "        rescaled[:] = 0\n        for side in (1, 0):")),
     _m("adapted: a unit rescaled low stays eligible for the high pass",
        (ADAPTED, "eligible - n_low)", "eligible)"),
        (RESETS, "        eligible = self.age[l] > self.m[l]\n        self.acc[side][l] +=",
         "        eligible = (self.age[l] > self.m[l]) | ((self.age[l] == 0) & (side == 'high'))\n"
-        "        self.acc[side][l] +=")),
+        "        self.acc[side][l] +="),
+       (KADAPTED, "eligible - n_low)  # the low pass's units have age 0", "eligible)")),
     _m("adapted: accumulators keep n",
        (BASE, "    acc -= n\n", ""),
-       (RESETS, "self.acc[side][l] -= n", "pass")),
+       (RESETS, "self.acc[side][l] -= n", "pass"),
+       (KBASE, "    acc[l] -= n\n", "")),
     _m("adapted: clip skipped",
        (ADAPTED, "        self._clip_every_layer(pop)\n", ""),
-       (RESETS, "if self.clip is not None:", "if False:")),
+       (RESETS, "if self.clip is not None:", "if False:"),
+       (KADAPTED, "        return float(self.clip_host[k])", "        return math.inf")),
     # ---- adapted, schedule per_pass ([P]'s "modified cfg" code, SPEC 5)
     _m("adapted per_pass: the high pass does not age and average again",
        (ADAPTED, "            for l in layers:\n                self._statistics(l, fwd.inputs[l + 1], self._ticks[side][l])",
@@ -176,12 +224,17 @@ MUTANTS = [
         "                self._statistics(l, fwd.inputs[l + 1], self._ticks[side][l])"),
        (RESETS, "                    self.update_utility(l, features[l])\n",
         "                    if side == 'low' or self.rho['low'][l] == 0:\n"
-        "                        self.update_utility(l, features[l])\n")),
+        "                        self.update_utility(l, features[l])\n"),
+       (KADAPTED, "twice = per_pass and lp[RATE_A, l] > 0 and lp[RATE_B, l] > 0", "twice = False"),
+       (KADAPTED, "            for i in range(H):\n                ul[i] = lerp(ul[i], _batch_mean(h, o + i, B), w)",
+        "            for i in range(H if side == 0 or lp[RATE_A, l] == 0 else 0):\n"
+        "                ul[i] = lerp(ul[i], _batch_mean(h, o + i, B), w)")),
     _m("adapted per_pass: weights clamped at the biases' bound",
        (ADAPTED, 'pop.W[l][k].clamp_(-PER_PASS_CLIP["weights"], PER_PASS_CLIP["weights"])',
         'pop.W[l][k].clamp_(-PER_PASS_CLIP["biases"], PER_PASS_CLIP["biases"])'),
        (RESETS, 'layer.weight.clamp_(-PER_PASS_CLIP["weights"], PER_PASS_CLIP["weights"])',
-        'layer.weight.clamp_(-PER_PASS_CLIP["biases"], PER_PASS_CLIP["biases"])')),
+        'layer.weight.clamp_(-PER_PASS_CLIP["biases"], PER_PASS_CLIP["biases"])'),
+       (KADAPTED, "_clamp(theta[w0 : w0 + n_in * H], bound_w)", "_clamp(theta[w0 : w0 + n_in * H], bound_b)")),
     # ---- Shrink & Perturb (SPEC 3.3)
     _m("shrink_perturb: toward_init pulls by s instead of 1 - s",
        (SP, "self.pull = torch.tensor(1.0 - s,", "self.pull = torch.tensor(s,"),
@@ -199,6 +252,13 @@ MUTANTS = [
     _m("redo: recycled unit's outgoing weights not zeroed",
        (REDO, "pop.W[l + 1][kk, :, dormant] = 0.0", "pass"),
        (RESETS, "next_layer.weight[:, units] = 0.0", "pass")),
+    # ---- the kernel's own machinery (kernel/: caught by its comparisons with the reference, tests/test_kernel.py)
+    _m("kernel: CBP's in sums miss the step's changes", (KSTEP, "                cs[i] += dcs[i]\n", "                pass\n")),
+    _m("kernel: a rescaled layer's touched rows not clamped after the rescaling",
+       (KADAPTED, "                    _clamp(W[nz[b, seg + t]], c)", "                    pass")),
+    _m("kernel: the per-step clip not fused into the update",
+       (KSTEP, "do_clamp and B == 1, tracking", "False, tracking")),
+    _m("kernel: read-ahead draws not synced before a checkpoint", (KPOP, "            self.learner.sync_draws(k)\n", "")),
     # ---- checkpoints (the engine lists per-member state; the reference checkpoints whole objects)
     _m("checkpoint (engine): cbp's coin stream dropped", (CBP, '"util_gen", "coins")', '"util_gen")')),
     _m("checkpoint (engine): cbp's high-pass accumulator dropped", (CBP, '"acc", "acc_high", ', '"acc", ')),
@@ -254,7 +314,7 @@ def copy_repository(dest: Path, root: Path = ROOT) -> Path:
 
 
 def implementations(mutant: Mutant) -> list[str]:
-    """The implementations a mutant plants a slip in: 'engine', 'reference' or both."""
+    """The implementations a mutant plants a slip in: 'engine', 'kernel' and/or 'reference'."""
     return sorted({path.split("/")[1] for path, _, _ in mutant.edits})
 
 
@@ -272,23 +332,27 @@ def run_mutant(mutant: Mutant, copy: Path) -> dict[str, str]:
     """Apply ``mutant`` to ``copy`` and find, for each implementation it touches, a test that fails.
 
     First every oracle and member-state test (one run per implementation: ``[engine-...]``,
-    ``[reference-...]``); for an implementation none of those caught, tests/test_learners.py with -x. Returns {implementation: killing test,
-    or '' if none failed}; raises RuntimeError when pytest itself fails (a mutant that breaks imports).
+    ``[kernel-...]``, ``[reference-...]``); for an implementation none of those caught, its last
+    resort (``LAST_RESORT``) with -x. Returns {implementation: killing test, or '' if none failed};
+    raises RuntimeError when pytest itself fails (a mutant that breaks imports).
     """
     originals = apply(mutant, copy)
     try:
         killers = {impl: "" for impl in implementations(mutant)}
-        for tests, stop_early in ((TESTS[:-1], False), (TESTS[-1:], True)):
+        stages = [(FIRST, False, set(killers))]
+        for tests in sorted({LAST_RESORT[impl] for impl in killers}):
+            stages.append(((tests,), True, {impl for impl in killers if LAST_RESORT[impl] == tests}))
+        for tests, stop_early, concerned in stages:
+            if all(killers[impl] for impl in concerned):
+                continue
             status, failed, output = run_tests(copy, tests, stop_early)
             if status not in (0, 1) or (status == 1 and not failed):
                 raise RuntimeError(f"pytest exited with {status}:\n{output}")
-            for impl in killers:
-                mine = [t for t in failed if f"[{impl}" in t] or [t for t in failed if "[engine" not in t
-                                                                      and "[reference" not in t]
+            untagged = [t for t in failed if not any(f"[{impl}" in t for impl in IMPLEMENTATIONS)]
+            for impl in concerned:
+                mine = [t for t in failed if f"[{impl}" in t] or untagged
                 if not killers[impl] and mine:
                     killers[impl] = mine[0]
-            if all(killers.values()):
-                break
         return killers
     finally:
         for file, text in originals.items():
@@ -316,7 +380,8 @@ def main(argv=None) -> int:
             print(f"the tests fail without any mutant ({failed or output}); fix them first", file=sys.stderr)
             return 1
         print(f"{len(mutants)} mutants, each planted in a copy of the repository ({copy});")
-        print(f"killed = a test fails: first {' '.join(TESTS[:-1])} (all), then {TESTS[-1]} (-x)\n")
+        print(f"killed = a test fails: first {' '.join(FIRST)} (all), then per implementation "
+              f"{', '.join(f'{impl}: {tests}' for impl, tests in LAST_RESORT.items())} (-x)\n")
         for mutant in mutants:
             start = time.monotonic()
             try:

@@ -24,10 +24,12 @@ def test_bench_reports_the_kernel_section(capsys, mnist_root, monkeypatch):
                           "--no-compile", "--seconds", "0.3"])
     out = capsys.readouterr().out
     for text in ("kernel bp", "x naive", "x engine K=16", "kernel cbp", "kernel adapted", "x kernel bp's time",
+                 "bp's time on cbp's own network", "bp's time on adapted's own network",
                  "whole machine", "experiment=purice/main_relu", "experiment=jucas/relu"):
         assert text in out, text
     assert "15 runs, 75M network-steps" in out and "30 runs, 330M network-steps" in out  # 5 x 3 x 500 x 10,000; [J]'s row
     for key in ("kernel_bp", "kernel_cbp", "kernel_adapted", "kernel_naive", "kernel_engine_K16", "kernel_machine",
+                "kernel_bp_on_cbp_network", "kernel_bp_on_adapted_network",
                 "projected_hours_purice/main_relu", "projected_hours_jucas/relu"):
         assert results[key] > 0, key
 
