@@ -217,8 +217,9 @@ def projected_wall_time(experiment: str, stream: PermutedImageStream, cores: int
 
 def compile_seconds() -> list[dict]:
     """The kernel's first use with an empty numba cache, then again with the cache it left, each
-    in a fresh Python process: [{"seconds": import + compile or load + one step, "hits": cache
-    hits, "misses": cache misses of the compiled step}] for the two."""
+    in a fresh Python process: [{"seconds": import + compile or load + one step (wall time),
+    "cpu_seconds": the same in the process's CPU time (what other jobs on a shared machine do not
+    stretch), "hits": cache hits, "misses": cache misses of the compiled step}] for the two."""
     import json as _json
     import os
     import subprocess
@@ -226,10 +227,11 @@ def compile_seconds() -> list[dict]:
     import tempfile
 
     code = ("import json, time, torch; from plasticity_lab.engine.learners import example_population; "
-            "t = time.perf_counter(); p = example_population('cbp', K=1, backend='kernel'); "
-            "p.train(torch.rand(1, 4, 784), torch.zeros(1, 4, dtype=torch.long)); t = time.perf_counter() - t; "
+            "t, c = time.perf_counter(), time.process_time(); p = example_population('cbp', K=1, backend='kernel'); "
+            "p.train(torch.rand(1, 4, 784), torch.zeros(1, 4, dtype=torch.long)); "
+            "t, c = time.perf_counter() - t, time.process_time() - c; "
             "from plasticity_lab.kernel.step import train_member as f; "
-            "print(json.dumps({'seconds': t, 'hits': sum(f.stats.cache_hits.values()), "
+            "print(json.dumps({'seconds': t, 'cpu_seconds': c, 'hits': sum(f.stats.cache_hits.values()), "
             "'misses': sum(f.stats.cache_misses.values())}))")
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
@@ -387,10 +389,12 @@ def _kernel_section(args, images, labels, stream, results: dict) -> None:
             print(f"  projected: experiment={experiment} (full scale, {p['jobs']} runs, "
                   f"{p['network_steps'] / 1e6:,.0f}M network-steps): {p['hours']:,.1f} h on this machine")
     if args.compile:
-        first, cached = (r["seconds"] for r in compile_seconds())
-        results.update(kernel_compile_s=first, kernel_cached_load_s=cached)
+        runs = compile_seconds()
+        (first, cached), first_cpu = (r["seconds"] for r in runs), runs[0]["cpu_seconds"]
+        results.update(kernel_compile_s=first, kernel_compile_cpu_s=first_cpu, kernel_cached_load_s=cached)
         print(f"kernel compile: first use {first:.1f} s ({verdict(first <= TARGET_COMPILE_S)}: <= "
-              f"{TARGET_COMPILE_S:.0f} s), cached {cached:.1f} s (numba cache, kept across runs)")
+              f"{TARGET_COMPILE_S:.0f} s; {first_cpu:.1f} s of the process's CPU time), cached {cached:.1f} s "
+              f"(numba cache, kept across runs)")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,5 @@ def test_the_compiled_kernel_is_cached_across_processes():
     assert first["misses"] > 0 and first["hits"] == 0
     assert second["hits"] > 0 and second["misses"] == 0
     assert first["seconds"] > 0 and second["seconds"] > 0
+    assert first["cpu_seconds"] > 0
+    assert second["cpu_seconds"] < first["cpu_seconds"]  # loading the cache costs less than compiling
