@@ -23,12 +23,12 @@ LAST_CHOICES = ["experiment"]
 PREFERRED_PREFIXES = ["learner.", "optimizer.", "network.", "dataset."]
 #: Within a prefix, keys in the papers' order (Dohare 2024, Purice 2025), then alphabetical.
 KEY_ORDER = ["name", "replacement_rate", "maturity_threshold", "decay_rate", "util_type", "c_low", "c_high",
-             "rho_low", "rho_high", "weight_decay", "noise_std", "step_size", "depth", "width", "activation"]
+             "rho_low", "rho_high", "weight_decay", "sigma", "step_size", "depth", "width", "activation"]
 _MISSING = "\x00missing"
 
 
 def is_seed_like(key: str) -> bool:
-    """Keys named like a seed (``seed``, ``dataset.permutation_seed``) never split conditions."""
+    """Keys named like a seed (``seed``, ``dataset.shuffle_seed``) never split conditions."""
     return "seed" in key.split(".")[-1].lower()
 
 

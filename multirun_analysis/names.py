@@ -3,6 +3,8 @@
 Used for legends, axis labels and table headers, so a figure regenerated from a
 user's runs reads like the figure in the thesis it comes from:
 Dohare et al. 2024 (Nature), Purice 2025 (TU Delft), Jucas 2025 (TU Delft).
+The learners' names and their settings' labels come from the learners' declarations
+(declared.py, generated from plasticity_lab/learners.py: this package never imports torch).
 """
 
 from __future__ import annotations
@@ -12,14 +14,8 @@ import numbers
 
 import pandas as pd
 
-LEARNERS = {
-    "bp": "Backprop",
-    "l2": "L2",
-    "shrink_perturb": "Shrink & Perturb",
-    "cbp": "Continual Backprop",
-    "adapted": "Activation-adapted",
-    "redo": "ReDo",
-}
+from .declared import LEARNERS, SETTINGS
+
 #: Display order of learners in legends and tables (baselines first).
 LEARNER_ORDER = list(LEARNERS)
 
@@ -62,27 +58,18 @@ METRICS = {
     "feature_norm": ("Feature norm", "mean L2", 1.0),
 }
 
-#: dotted config key (last component) -> axis / header label.
+#: dotted config key (last component) -> axis / header label: the learners' and optimisers' settings
+#: (declared.py), and the other keys an analysis shows.
 KEYS = {
     "learner": "Learner",
     "activation": "Activation",
-    "reset_strategy": "Reset strategy",
     "network_depth": "Depth",
     "depth": "Depth (hidden layers)",
     "width": "Width (units per layer)",
-    "replacement_rate": "Replacement rate ρ (per step)",
-    "weight_decay": "Weight decay λ",
-    "step_size": "Step size α",
-    "c_low": "c_low",
-    "c_high": "c_high",
-    "rho_low": "ρ_low (per step)",
-    "rho_high": "ρ_high (per step)",
-    "maturity_threshold": "Maturity threshold m (steps)",
-    "decay_rate": "Utility decay η",
-    "noise_std": "Perturbation σ",
     "batch_size": "Batch size",
     "optimizer": "Optimizer",
     "dataset": "Dataset",
+    **SETTINGS,
 }
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .data.permuted import PermutedImageStream
 from .engine import Population
+from .engine.optim import SGDSettings
 from .network import NetworkSpec
 from .reference import build_mlp
 
@@ -83,7 +84,7 @@ def naive_steps_per_s(spec: NetworkSpec, stream: PermutedImageStream, steps: int
 
 def engine_steps_per_s(spec: NetworkSpec, stream: PermutedImageStream, K: int, steps: int) -> float:
     """Population engine, K members: the runner's own loop (chunks from the stream, then train)."""
-    pop = Population(spec, list(range(K)), 0.003)
+    pop = Population(spec, list(range(K)), SGDSettings(step_size=0.003))
     start = cpu_seconds()
     for x, y in stream.chunks(0):
         pop.train(x[:, :steps], y[:, :steps])
@@ -241,13 +242,15 @@ def compile_seconds() -> list[dict]:
 
 def naive_learner_steps_per_s(name: str, stream: PermutedImageStream, steps: int) -> float:
     """The naive per-example script with the same reset logic: the reference learner, one network."""
-    from .config import LEARNERS, NetworkSettings
+    from .config import NetworkSettings
+    from .learners import declared
     from .reference import ReferenceLearner
-    from .reference.population import reference_learner
 
     spec = NetworkSpec.mlp(784, 100, 3, 10, "relu")
-    settings = LEARNERS[name](name=name).resolve(NetworkSettings(width=100, depth=3, activation="relu"))
-    member = ReferenceLearner(spec, 0, 0.003, settings.weight_decay, learner=reference_learner(settings))
+    declaration = declared()[name]
+    settings = declaration.settings(name=name).resolve(NetworkSettings(width=100, depth=3, activation="relu"))
+    member = ReferenceLearner(spec, 0, SGDSettings(step_size=0.003), settings.weight_decay,
+                              learner=declaration.build("reference", [settings]))
     perms, orders = stream.task_tensors(0)
     x, y = stream.gather(perms[:1], orders[:1, :steps])
     start = cpu_seconds()

@@ -17,6 +17,10 @@ import torch
 from .activations import get_activation
 from .seeding import INIT, generator
 
+# normalisation between every hidden Linear and its activation (SPEC 3.7, ``network.norm``): none,
+# BatchNorm1d or LayerNorm; the reference backend builds them (reference/learner.py)
+NORMS = ("none", "batch", "layer")
+
 
 @dataclass(frozen=True)
 class NetworkSpec:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-#: The per-task metrics a run records (run.py ``_record``), by kind of dataset.
-TASK_METRICS = {False: ("accuracy", "loss"), True: ("error",)}
+from .tasks import KINDS
 
 
 def default_metric(is_regression: bool) -> str:
-    return "mean_error" if is_regression else "mean_accuracy"
+    """The task kind's summary (tasks.py): ``mean_accuracy``, regression ``mean_error``."""
+    return KINDS[is_regression].summary_key
 
 
 def parse(name: str, is_regression: bool) -> tuple[str, str, float]:
@@ -40,7 +40,7 @@ def parse(name: str, is_regression: bool) -> tuple[str, str, float]:
     from multirun_analysis.summaries import parse_stat
 
     kind, metric, fraction = parse_stat(name)
-    allowed = TASK_METRICS[is_regression]
+    allowed = KINDS[is_regression].metrics  # the per-task metrics a run records (tasks.py)
     if metric not in allowed or not 0 < fraction <= 1:
         examples = ", ".join(f"mean_{m}, last15{'' if m == 'accuracy' else '_' + m}" for m in allowed)
         dataset = "regression" if is_regression else "image"

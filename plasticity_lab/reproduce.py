@@ -108,7 +108,7 @@ class SweepPlan:
 def examples_per_task(s) -> int:
     """Steps x batch of one task: a regression bin, or the images of a permuted task (``subset: all``:
     the whole split), as ``PermutedImageStream`` / ``RegressionStream`` take them."""
-    from .config import SPLIT_SIZES
+    from .data.permuted import SPLIT_SIZES
 
     d = s.dataset
     if d.is_regression:

@@ -4,8 +4,9 @@
 ``run_population(members)`` trains K member configs in lockstep in one process; member k
 writes its own run folder exactly as it would alone. The loop is short on purpose
 (CleanRL / Avalanche style): for each task, train on its stream chunk by chunk, then record
-per member the task's online accuracy and mean loss (test-then-train, SPEC 1), mark
-members whose loss went non-finite as diverged (the others go on), and flush the files.
+per member the task's metrics (the task kind's, tasks.py: online accuracy and mean loss for
+classification, SPEC 1; the bin's mean squared error for regression, SPEC 2), mark members
+whose loss went non-finite as diverged (the others go on), and flush the files.
 At the start of a task (at most every ``checkpoint_seconds``) each member's state is
 checkpointed; re-running the same command resumes from there (checkpoint.py). A member's
 folder is locked while it trains, and what it already holds decides whether it starts,
@@ -35,13 +36,14 @@ from .data.idx import load_idx_dataset
 from .data.permuted import PermutedImageStream, shuffled_split
 from .data.regression import RegressionStream
 from .engine import Population
-from .engine.learners import LEARNER_CLASSES, learner_from_settings
 from .engine.state import load_member_states, member_state
-from .probes import NullProbes, build_probes
 from .hydra_setup import fail
+from .learners import declared
+from .probes import build_probes
 from .recording import RunRecorder, git_state, package_versions
 from .reference import ReferencePopulation
 from .run_folder import RunFolderError
+from .tasks import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +77,22 @@ def validate(cfg: DictConfig) -> RunSettings:
 
 
 def build_backend(settings: list[RunSettings], device, dtype):
-    """The members' networks, optimisers and reset learners on the backend that trains them
-    (``RunSettings.backend_used``: kernel, population or reference)."""
+    """The members' networks, optimisers and learners on the backend that trains them
+    (``RunSettings.backend_used``: kernel, population or reference), from their settings."""
     s = settings[0]
     spec = s.network.spec(s.dataset.num_inputs, s.dataset.num_outputs)
+    loss = task_kind(s.dataset).loss
     if s.backend_used == "reference":
-        return ReferencePopulation.from_settings(spec, settings, device, dtype, loss=s.dataset.loss)
+        return ReferencePopulation.from_settings(spec, settings, device, dtype, loss=loss)
+    cls = Population
     if s.backend_used == "kernel":
-        from .kernel import KERNEL_LEARNER_CLASSES, KernelPopulation
+        from .kernel import KernelPopulation
 
-        cls, classes = KernelPopulation, KERNEL_LEARNER_CLASSES
-    else:
-        cls, classes = Population, LEARNER_CLASSES
-    opt = [m.optimizer for m in settings]
-    return cls(spec, [m.seed for m in settings], [o.step_size for o in opt],
-               [m.learner.weight_decay for m in settings], device, dtype, optimizer=s.optimizer.name,
-               momentum=[getattr(o, "momentum", 0.0) for o in opt],
-               betas=[tuple(getattr(o, "betas", (0.9, 0.999))) for o in opt],
-               eps=[getattr(o, "eps", 1e-8) for o in opt],
-               learner=learner_from_settings([m.learner for m in settings], classes), loss=s.dataset.loss)
+        cls = KernelPopulation
+    learner = declared()[s.learner.name].build("kernel" if cls is not Population else "engine",
+                                               [m.learner for m in settings])
+    return cls(spec, [m.seed for m in settings], [m.optimizer for m in settings],
+               [m.learner.weight_decay for m in settings], device, dtype, learner=learner, loss=loss)
 
 
 def _why_backend(s: RunSettings) -> str:
@@ -174,7 +173,7 @@ def run_population(members: list[MemberJob], population_id: str | None = None,
             log.info("every member has already finished: nothing to train")
             if announce:
                 for m, info in zip(members, results):
-                    log.info(summary.run_line(info, m.out_dir, unit=_unit(settings[0])))
+                    log.info(summary.run_line(info, m.out_dir, unit=task_kind(settings[0].dataset).unit))
         for (resumed, start_task), idx in sorted(groups.items()):
             if len(groups) > 1:
                 log.info("members %s %s at task %d", idx, "resume" if resumed else "start", start_task)
@@ -189,10 +188,6 @@ def run_population(members: list[MemberJob], population_id: str | None = None,
 def _settings_record(s: RunSettings) -> dict:
     """What a checkpoint remembers of the settings, to refuse resuming under different ones."""
     return run_folder.comparable(json.loads(json.dumps(dataclasses.asdict(s), default=str)))
-
-
-def _unit(s: RunSettings) -> str:
-    return "bins" if s.dataset.is_regression else "tasks"
 
 
 def _run_live(members, settings, priors, resumed: bool, start_task: int, population_id: str, indices: list[int],
@@ -234,7 +229,7 @@ def _run_live(members, settings, priors, resumed: bool, start_task: int, populat
         if s0.backend_used != s0.backend:
             log.info("backend=%s: training on the %s backend (%s)", s0.backend, s0.backend_used, _why_backend(s0))
         log.info("training %d member(s) on %s, %s backend, %d %s of %d examples", len(members), device,
-                 s0.backend_used, s0.num_tasks, _unit(s0), stream.examples_per_task)
+                 s0.backend_used, s0.num_tasks, task_kind(s0.dataset).unit, stream.examples_per_task)
         probes = build_probes(s0, stream, backend, recorders, images, labels,
                               math.ceil(stream.examples_per_task / s0.batch_size))
         run = _Training(s0, stream, backend, recorders, status, probes,
@@ -251,7 +246,7 @@ def _run_live(members, settings, priors, resumed: bool, start_task: int, populat
     if announce:
         for m, r in zip(members, recorders):
             log.info(summary.run_line(r.info, m.out_dir, time.monotonic() - started, run.network_steps,
-                                      run.training_seconds, _unit(s0)))
+                                      run.training_seconds, task_kind(s0.dataset).unit))
     return [r.info for r in recorders]
 
 
@@ -270,27 +265,24 @@ def build_stream(settings: list[RunSettings], device, dtype):
 
 
 class _Training:
-    """The task loop of one population, and its checkpoints."""
+    """The task loop of one population, and its checkpoints. What depends on the kind of task
+    (the loss, the per-task metrics, the summary) is its task kind's (tasks.py)."""
 
-    def __init__(self, s: RunSettings, stream: PermutedImageStream, backend, recorders: list[RunRecorder],
-                 status: list[str], probes, settings_records: list[dict], out_dirs: list[Path],
-                 announce: bool = False):
+    def __init__(self, s: RunSettings, stream, backend, recorders: list[RunRecorder], status: list[str], probes,
+                 settings_records: list[dict], out_dirs: list[Path], announce: bool = False):
         self.s, self.stream, self.backend, self.recorders = s, stream, backend, recorders
         self.status, self.probes = status, probes
         self.settings_records, self.out_dirs = settings_records, out_dirs
-        self.accuracies: list[list[float]] = [[] for _ in recorders]  # regression: the bins' mean errors
-        self.regression = s.dataset.is_regression
-        self.period_sum = torch.zeros(len(recorders), dtype=torch.float64)  # regression: error of the open period
+        self.kind = task_kind(s.dataset)(len(recorders))
+        self.summarised: list[list[float]] = [[] for _ in recorders]  # per member, the summarised metric of every task
         self._last_checkpoint = -math.inf
         self.announce = announce  # log the projected time after the first task (summary.projection)
         self.training_seconds, self.network_steps = 0.0, 0  # this process's training (probes excluded)
 
     def restore(self, states: list[dict]) -> None:
         self.backend.load_member_states([st["backend"] for st in states])
-        load_member_states(self.probes, [st["probes"] for st in states])
-        self.accuracies = [list(st["accuracies"]) for st in states]
-        if self.regression:
-            self.period_sum = torch.tensor([st["period_sum"] for st in states], dtype=torch.float64)
+        load_member_states(self.kind, [st["task_kind"] for st in states])
+        self.summarised = [list(st["summarised"]) for st in states]
 
     def checkpoint(self, task: int) -> None:
         """Every running member's state at the start of ``task`` (after its probes), atomically."""
@@ -300,14 +292,13 @@ class _Training:
                 r.flush(force=True)
                 checkpoint.save(self.out_dirs[k], {
                     "next_task": task, "settings": self.settings_records[k], "info": r.info, "rows": r.rows,
-                    "accuracies": self.accuracies[k], "backend": self.backend.member_state(k),
-                    "period_sum": float(self.period_sum[k]),
-                    "probes": member_state(self.probes, k, K)})
+                    "summarised": self.summarised[k], "backend": self.backend.member_state(k),
+                    "task_kind": member_state(self.kind, k, K)})
                 faults.point("checkpoint")
         self._last_checkpoint = time.monotonic()
 
     def train(self, start_task: int, resumed: bool) -> None:
-        s, stream, backend = self.s, self.stream, self.backend
+        s, stream, backend, kind = self.s, self.stream, self.backend, self.kind
         n = stream.examples_per_task
         steps_per_task = math.ceil(n / s.batch_size)
         bar = tqdm(range(start_task, s.num_tasks), desc="tasks", unit="task", disable=not s.progress_bar,
@@ -319,26 +310,17 @@ class _Training:
             if time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds and not (resumed and task == start_task):
                 self.checkpoint(task)
             tic, trained = time.perf_counter(), steps_per_task * self.status.count("running")
-            if self.regression:
-                totals = self._train_bin(task), torch.zeros(len(self.recorders), dtype=torch.long)
-            else:
-                for x, y in stream.chunks(task, s.batch_size):
-                    backend.train(x, y, s.batch_size)
-                    faults.point("chunk")
-                totals = backend.take_totals()
+            totals = kind.train(task, stream, backend, s.batch_size, self._add_rows)
             seconds = time.perf_counter() - tic
             self.training_seconds += seconds
             self.network_steps += trained
             if self.announce and task == start_task and task + 1 < s.num_tasks:
-                log.info(summary.projection(seconds, trained, s.num_tasks - task - 1, _unit(s)))
+                log.info(summary.projection(seconds, trained, s.num_tasks - task - 1, kind.unit))
             self._record(task, (task + 1) * steps_per_task, *totals, backend.take_counts())
-            live = [self.accuracies[k][-1] for k in range(len(self.recorders)) if self.status[k] == "running"]
+            live = [self.summarised[k][-1] for k in range(len(self.recorders)) if self.status[k] == "running"]
             if not live:
                 break
-            if self.regression:
-                bar.set_postfix(error=f"{sum(live) / len(live):.4g}")
-            else:
-                bar.set_postfix(acc=f"{sum(live) / len(live):.3f}")
+            bar.set_postfix(kind.progress(sum(live) / len(live)))
         self.probes.finish(task + 1, self.status)
         for k, r in enumerate(self.recorders):
             if self.status[k] == "running":
@@ -347,53 +329,31 @@ class _Training:
                 checkpoint.remove(self.out_dirs[k])
 
     def _summary(self, k: int) -> dict:
-        return {"mean_error" if self.regression else "mean_accuracy": _mean(self.accuracies[k])}
+        values = self.summarised[k]
+        return {self.kind.summary_key: sum(values) / len(values)}
 
-    def _train_bin(self, task: int) -> None:
-        """Regression (SPEC 2): train on bin ``task`` and record ``period_error`` (the mean squared
-        online error of a period; row task = the period's index, step = its last step) whenever a
-        period ends. The bin's own totals stay in the backend for ``_record``."""
-        s, stream, backend = self.s, self.stream, self.backend
-        n, P = stream.examples_per_task, stream.flip_after
-        done = task * n  # steps before this bin (batch 1: steps = examples)
-        bin_sum = torch.zeros(len(self.recorders), dtype=torch.float64)
-        for x, y in stream.chunks(task, s.batch_size):
-            start = 0
-            while start < x.shape[1]:  # cut the chunk at period boundaries
-                end = min(x.shape[1], start + P - (done % P))
-                backend.train(x[:, start:end], y[:, start:end], s.batch_size)
-                faults.point("chunk")
-                loss, _ = backend.take_totals()
-                bin_sum += loss
-                self.period_sum += loss
-                done += end - start
-                start = end
-                if done % P == 0:
-                    period = done // P - 1
-                    for k, r in enumerate(self.recorders):
-                        if self.status[k] == "running":
-                            r.add(period, done // s.batch_size, "period_error", float(self.period_sum[k]) / P)
-                    self.period_sum.zero_()
-        return bin_sum
+    def _add_rows(self, task: int, step: int, metric: str, values: list[float]) -> None:
+        """One row per running member (``values``: one per member)."""
+        for k, r in enumerate(self.recorders):
+            if self.status[k] == "running":
+                r.add(task, step, metric, values[k])
 
     def _record(self, task: int, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, counts: dict) -> None:
-        """Per member: the task's online accuracy and mean loss (regression: the bin's mean squared
-        online error, metric ``error``); a non-finite loss means diverged."""
+        """Per member: the task's metrics (its task kind's; the first is the summarised one) and the
+        learner's counts per hidden layer; a non-finite loss means diverged."""
         n = self.stream.examples_per_task
         for k, r in enumerate(self.recorders):
             if self.status[k] != "running":
                 continue
-            acc, loss = float(correct[k]) / n, float(loss_sum[k]) / n
-            if self.regression:
-                acc = loss
-                r.add(task, step, "error", loss)
-            else:
-                r.add(task, step, "accuracy", acc)
-                r.add(task, step, "loss", loss)
-            for metric, per_layer in counts.items():  # units reset / rescaled per hidden layer (SPEC 4)
+            loss = float(loss_sum[k]) / n
+            rows = self.kind.rows(float(loss_sum[k]), int(correct[k]), n)
+            for metric, value in rows.items():
+                r.add(task, step, metric, value)
+            for name, per_layer in counts.items():  # units reset / rescaled per hidden layer (SPEC 4)
                 for l, c in enumerate(per_layer[k]):
-                    r.add(task, step, metric, int(c), layer=l + 1)
-            self.accuracies[k].append(acc)
+                    r.add(task, step, name, int(c), layer=l + 1)
+            value = next(iter(rows.values()))  # the summarised metric
+            self.summarised[k].append(value)
             if not math.isfinite(loss):
                 self.status[k] = "diverged"
                 self.backend.freeze(k)
@@ -402,9 +362,5 @@ class _Training:
                 checkpoint.remove(self.out_dirs[k])
             else:
                 r.info["tasks_completed"] = task + 1
-                r.info["last_error" if self.regression else "last_accuracy"] = acc
+                r.info[self.kind.last_key] = value
                 r.flush()
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)

@@ -18,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from plasticity_lab import seeding
+from plasticity_lab.engine.optim import OPTIMIZERS
 from plasticity_lab.hydra_setup import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,3 +129,13 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def optimizer(name: str = "sgd", **values):
+    """Optimiser settings (engine/optim.py OPTIMIZERS) for a backend's constructor: one settings object,
+    or one per member where a value is a list (one entry per member; a tuple is one value, e.g. betas)."""
+    cls = OPTIMIZERS[name]
+    K = max((len(v) for v in values.values() if isinstance(v, list)), default=None)
+    if K is None:
+        return cls(**values)
+    return [cls(**{key: (v[k] if isinstance(v, list) else v) for key, v in values.items()}) for k in range(K)]

@@ -10,6 +10,7 @@ kernel. To check another backend, write one more class with these methods and ad
 Interface (one network; hidden layer ``l`` is 0-based; per-layer hyperparameters are lists):
 
 - ``Impl(spec, learner, hyperparameters, seed=0, optimizer='sgd', step_size=0.01, dtype=float64, **opt)``
+  (``opt``: the optimiser's other settings, e.g. momentum, betas)
 - ``set_parameters([(W, b), ...])`` / ``parameters()``: every linear layer's weights and biases;
 - ``set_unit_state(name, l, values)`` / ``unit_state(name, l)``: per-unit ``age``, ``f``, ``u``;
 - ``set_accumulator(l, value, side=None)`` / ``accumulator(l, side=None)``: the fractional
@@ -33,15 +34,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import optimizer as optimizer_settings
 from plasticity_lab.engine import Population
-from plasticity_lab.engine import learners as E
 from plasticity_lab.engine.population import StepResult
+from plasticity_lab.learners import declared
 from plasticity_lab.reference import ReferenceLearner, ReferencePopulation
 from plasticity_lab.kernel import KERNEL_LEARNER_CLASSES, KernelPopulation
 from plasticity_lab.kernel.learners.adapted import adapted_decide, adapted_event, adapted_statistics
 from plasticity_lab.kernel.learners.cbp import cbp_decide, cbp_statistics
 from plasticity_lab.kernel.step import clamp_hidden, sync_abs_sums
-from plasticity_lab.reference import resets as R
 
 
 def _through_file(state):
@@ -50,6 +51,19 @@ def _through_file(state):
     torch.save(state, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=False)
+
+
+def adam_step_counts(opt, which: int, l: int) -> torch.Tensor:
+    """The engine Adam's per-element step counts of W[l] (which=0) or b[l] (which=1), as a per-element
+    counter would hold them: t - the step at which the element's row or column was last reset."""
+    p = (opt.pop.W, opt.pop.b)[which][l]
+    last = torch.zeros(p.shape, dtype=torch.long, device=p.device)
+    if opt.row_reset[which][l] is not None:
+        rows = opt.row_reset[which][l]
+        last = torch.maximum(last, rows.view(rows.shape + (1,) * (p.dim() - 2)))
+    if which == 0 and opt.col_reset[l] is not None:
+        last = torch.maximum(last, opt.col_reset[l].unsqueeze(1))
+    return opt.pop.t - last
 
 
 def _accumulators(learner, side):
@@ -86,8 +100,9 @@ class EngineImpl(_Impl):
     def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
         # a per-layer list is one member's value: the engine takes one entry per member
         hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
-        self.learner = E.LEARNER_CLASSES[learner](**hyper)
-        self.pop = Population(spec, [seed], step_size, dtype=dtype, optimizer=optimizer, learner=self.learner, **opt)
+        self.learner = declared()[learner].engine(**hyper)
+        self.pop = Population(spec, [seed], optimizer_settings(optimizer, step_size=step_size, **opt), dtype=dtype,
+                              learner=self.learner)
         self._ages_set = False
 
     def set_parameters(self, params):
@@ -135,7 +150,7 @@ class EngineImpl(_Impl):
 
     def optimizer_state(self, l):
         opt = self.pop.optimizer
-        return {part: (opt.m[which][l][0].clone(), opt.v[which][l][0].clone(), opt.step_counts(which, l)[0])
+        return {part: (opt.m[which][l][0].clone(), opt.v[which][l][0].clone(), adam_step_counts(opt, which, l)[0])
                 for which, part in enumerate(("W", "b"))}
 
     def counts(self):
@@ -154,9 +169,9 @@ class ReferenceImpl(_Impl):
     name = "reference"
 
     def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
-        self.learner = R.REFERENCE_CLASSES[learner](**hyper)
-        self.ref = ReferenceLearner(spec, seed, step_size, optimizer=optimizer, learner=self.learner, dtype=dtype,
-                                    **opt)
+        self.learner = declared()[learner].implementation("reference")(**hyper)
+        self.ref = ReferenceLearner(spec, seed, optimizer_settings(optimizer, step_size=step_size, **opt),
+                                    learner=self.learner, dtype=dtype)
 
     @torch.no_grad()
     def set_parameters(self, params):
@@ -200,7 +215,7 @@ class ReferenceImpl(_Impl):
         return self.ref.take_counts()
 
     def _population(self):
-        return ReferencePopulation(self.spec, [self.ref.seed], None, None, members=[self.ref])
+        return ReferencePopulation([self.ref])
 
     def checkpoint(self):
         return self._population().member_state(0)
@@ -226,8 +241,8 @@ class KernelImpl(EngineImpl):
             pytest.skip(f"the kernel backend does not run learner={learner} with optimizer={optimizer}")
         hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
         self.learner = KERNEL_LEARNER_CLASSES[learner](**hyper)
-        self.pop = KernelPopulation(spec, [seed], step_size, dtype=dtype, optimizer=optimizer, learner=self.learner,
-                                    **opt)
+        self.pop = KernelPopulation(spec, [seed], optimizer_settings(optimizer, step_size=step_size, **opt),
+                                    dtype=dtype, learner=self.learner)
         self._ages_set = False
 
     @torch.no_grad()

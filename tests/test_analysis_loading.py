@@ -178,13 +178,13 @@ def test_yaml_details_interpolation_exponent_and_seed_like_keys(tmp_path):
         path = write_run(tmp_path / str(seed), {"seed": seed}, _metrics())
         (path / ".hydra" / "config.yaml").write_text(
             f"seed: {seed}\nlearner:\n  name: cbp\n  replacement_rate: 1e-4\n"
-            "dataset:\n  permutation_seed: ${seed}\nnetwork:\n  width: 100\n  hidden: ${network.width}\n"
+            "dataset:\n  shuffle_seed: ${seed}\nnetwork:\n  width: 100\n  hidden: ${network.width}\n"
             "paths:\n  out: ${hydra:runtime.output_dir}\n")
     df = load_runs(tmp_path)
     assert df.attrs["constant"]["learner.replacement_rate"] == 1e-4  # a float, not the string "1e-4"
     assert df.attrs["constant"]["network.hidden"] == 100  # interpolation resolved
     assert df.attrs["constant"]["paths.out"] == "${hydra:runtime.output_dir}"  # unresolvable: kept
-    assert sorted(df["dataset.permutation_seed"].unique().tolist()) == [0, 1]
+    assert sorted(df["dataset.shuffle_seed"].unique().tolist()) == [0, 1]
     assert df["condition"].nunique() == 1  # a seed-like key does not split a condition
 
 

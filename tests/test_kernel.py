@@ -24,10 +24,10 @@ from plasticity_lab.kernel.learners import KernelContinualBackprop as KC
 from plasticity_lab.kernel.learners.base import age_one
 from plasticity_lab.network import NetworkSpec
 from plasticity_lab.reference import ReferenceLearner
-from plasticity_lab.reference import resets as R
+from plasticity_lab.reference.learners import adapted as RA, cbp as RC
 from plasticity_lab.seeding import UniformStream, generator
 
-from conftest import compose_config
+from conftest import compose_config, optimizer
 
 FAST = dict(replacement_rate=1e-2, maturity_threshold=20)
 UTIL_TYPES = ("contribution", "adaptable_contribution", "zero_contribution", "weight", "adaptation",
@@ -66,8 +66,10 @@ def _kernel_vs_reference(spec, kernel_learner, ref_learner, steps=300, tol=2e-5,
     else:
         x, y = _data(1, n, seed=seed, dtype=dtype)
     loss = "squared_error" if regression else "cross_entropy"
-    kp = KernelPopulation(spec, [seed], step_size, learner=kernel_learner, dtype=dtype, loss=loss, **opt)
-    ref = ReferenceLearner(spec, seed, step_size, learner=ref_learner, dtype=dtype, loss=loss, **opt)
+    weight_decay = opt.pop("weight_decay", 0.0)
+    settings = optimizer(step_size=step_size, **opt)
+    kp = KernelPopulation(spec, [seed], settings, weight_decay, learner=kernel_learner, dtype=dtype, loss=loss)
+    ref = ReferenceLearner(spec, seed, settings, weight_decay, learner=ref_learner, dtype=dtype, loss=loss)
     rel = 1e-3 if dtype == torch.float32 else 1e-9
     span = chunk * batch_size
     for s in range(0, n, span):
@@ -92,20 +94,20 @@ def _kernel_vs_reference(spec, kernel_learner, ref_learner, steps=300, tol=2e-5,
 # ----------------------------------------------------------------------------- kernel vs reference
 @pytest.mark.parametrize("util_type", UTIL_TYPES)
 def test_cbp_every_util_type_matches_reference(util_type):
-    counts = _kernel_vs_reference(_spec("relu"), KC(util_type=util_type, **FAST), R.ContinualBackprop(util_type=util_type, **FAST))
+    counts = _kernel_vs_reference(_spec("relu"), KC(util_type=util_type, **FAST), RC.ContinualBackprop(util_type=util_type, **FAST))
     assert min(counts["units_reset"]) > 0
 
 
 def test_cbp_coins_random_utility_and_bias_correction_match_reference():
     kwargs = dict(util_type="random", accumulate=False, bias_correction=True, replacement_rate=2e-3, maturity_threshold=20)
-    counts = _kernel_vs_reference(_spec("tanh"), KC(**kwargs), R.ContinualBackprop(**kwargs))
+    counts = _kernel_vs_reference(_spec("tanh"), KC(**kwargs), RC.ContinualBackprop(**kwargs))
     assert min(counts["units_reset"]) > 0
 
 
 def test_cbp_coin_rule_with_accumulated_contribution_and_bias_correction_matches_reference():
     kwargs = dict(util_type="adaptable_contribution", accumulate=False, bias_correction=True, replacement_rate=3e-3,
                   maturity_threshold=10)
-    counts = _kernel_vs_reference(_spec("tanh"), KC(**kwargs), R.ContinualBackprop(**kwargs), dtype=torch.float64,
+    counts = _kernel_vs_reference(_spec("tanh"), KC(**kwargs), RC.ContinualBackprop(**kwargs), dtype=torch.float64,
                                   tol=1e-10)
     assert min(counts["units_reset"]) > 0
 
@@ -113,7 +115,7 @@ def test_cbp_coin_rule_with_accumulated_contribution_and_bias_correction_matches
 def test_cbp_reinit_without_the_activation_gain_matches_reference():
     """``reinit: no_gain`` ([P]'s CBP): fresh rows uniform in [-sqrt(3 / fan_in), +]."""
     kwargs = dict(reinit="no_gain", util_type="contribution", **FAST)
-    counts = _kernel_vs_reference(_spec("relu"), KC(**kwargs), R.ContinualBackprop(**kwargs), dtype=torch.float64,
+    counts = _kernel_vs_reference(_spec("relu"), KC(**kwargs), RC.ContinualBackprop(**kwargs), dtype=torch.float64,
                                   tol=1e-10)
     assert min(counts["units_reset"]) > 0
 
@@ -136,7 +138,7 @@ def test_cbp_two_pass_matches_reference(util_type, kwargs, dtype, tol, chunk):
     """The high-utility pass after the low one, each with its own accumulator (or coins), in the
     same steps and order as the reference, step by step and with events inside a chunk."""
     counts = _kernel_vs_reference(_spec("tanh"), KC(util_type=util_type, **_per_member(kwargs)),
-                                  R.ContinualBackprop(util_type=util_type, **kwargs), dtype=dtype, tol=tol,
+                                  RC.ContinualBackprop(util_type=util_type, **kwargs), dtype=dtype, tol=tol,
                                   chunk=chunk)
     high = kwargs["high_replacement_rate"]
     for l in range(3):  # every layer with a rate replaced units
@@ -153,8 +155,8 @@ def test_cbp_two_pass_replaces_highest_utility_units_on_the_default_network():
     spec = _spec("relu", width=100)
     x, y = _data(1, 400, seed=6)
     kwargs = dict(replacement_rate=2e-3, high_replacement_rate=5e-3, maturity_threshold=50, util_type="contribution")
-    kp = KernelPopulation(spec, [6], 0.01, learner=KC(**kwargs))
-    ep = Population(spec, [6], 0.01, learner=__import__("plasticity_lab.engine.learners", fromlist=["x"])
+    kp = KernelPopulation(spec, [6], optimizer(step_size=0.01), learner=KC(**kwargs))
+    ep = Population(spec, [6], optimizer(step_size=0.01), learner=__import__("plasticity_lab.engine.learners", fromlist=["x"])
                     .ContinualBackprop(**kwargs))
     kp.train(x, y)
     ep.train(x, y)
@@ -168,19 +170,19 @@ def test_cbp_two_pass_replaces_highest_utility_units_on_the_default_network():
 def test_cbp_per_layer_rates_maturities_decays_and_a_switched_off_layer_match_reference():
     kwargs = dict(replacement_rate=[1e-2, 0.0, 2e-2], maturity_threshold=[20, 10, 30], decay_rate=[0.99, 0.9, 0.95],
                   util_type="contribution")
-    counts = _kernel_vs_reference(_spec("tanh"), KC(**_per_member(kwargs)), R.ContinualBackprop(**kwargs),
+    counts = _kernel_vs_reference(_spec("tanh"), KC(**_per_member(kwargs)), RC.ContinualBackprop(**kwargs),
                                   dtype=torch.float64, tol=1e-10)
     assert counts["units_reset"][1] == 0 and min(counts["units_reset"][0], counts["units_reset"][2]) > 0
 
 
 def test_cbp_many_replacements_per_step_match_reference():
     kwargs = dict(replacement_rate=0.1, maturity_threshold=5, util_type="adaptable_contribution")
-    counts = _kernel_vs_reference(_spec("tanh", width=64), KC(**kwargs), R.ContinualBackprop(**kwargs), steps=60)
+    counts = _kernel_vs_reference(_spec("tanh", width=64), KC(**kwargs), RC.ContinualBackprop(**kwargs), steps=60)
     assert min(counts["units_reset"]) > 3 * 60
 
 
 def test_cbp_batches_momentum_and_weight_decay_match_reference():
-    counts = _kernel_vs_reference(_spec("relu"), KC(**FAST), R.ContinualBackprop(**FAST), steps=150, batch_size=4,
+    counts = _kernel_vs_reference(_spec("relu"), KC(**FAST), RC.ContinualBackprop(**FAST), steps=150, batch_size=4,
                                   momentum=0.9, weight_decay=1e-3, tol=1e-4)
     assert min(counts["units_reset"]) > 0
 
@@ -189,8 +191,8 @@ def test_l2_weight_decay_and_a_short_last_batch_match_reference():
     """10 examples in batches of 4: steps of 4, 4 and 2 (the engine's rule), in float64."""
     spec = _spec("tanh")
     x, y = _data(1, 30, seed=1, dtype=torch.float64)
-    kp = KernelPopulation(spec, [1], 0.05, 1e-2, dtype=torch.float64)
-    ref = ReferenceLearner(spec, 1, 0.05, 1e-2, dtype=torch.float64)
+    kp = KernelPopulation(spec, [1], optimizer(step_size=0.05), 1e-2, dtype=torch.float64)
+    ref = ReferenceLearner(spec, 1, optimizer(step_size=0.05), 1e-2, dtype=torch.float64)
     for start in (0, 10, 20):
         kp.train(x[:, start : start + 10], y[:, start : start + 10], batch_size=4)
         for s in (0, 4, 8):
@@ -228,7 +230,7 @@ PER_PASS_CASES = [  # schedule per_pass ([P]'s "modified cfg" code, SPEC 5): eac
 def test_adapted_per_pass_matches_reference(activation, kwargs, dtype, tol, chunk, batch_size):
     kwargs = dict(schedule="per_pass", **kwargs)
     learner = KA(**_per_member(kwargs))
-    counts = _kernel_vs_reference(_spec(activation), learner, R.AdaptedRescaling(**kwargs), dtype=dtype, tol=tol,
+    counts = _kernel_vs_reference(_spec(activation), learner, RA.AdaptedRescaling(**kwargs), dtype=dtype, tol=tol,
                                   chunk=chunk, batch_size=batch_size, steps=150)
     assert max(counts["units_rescaled_low"]) > 0 and max(counts["units_rescaled_high"]) > 0
     if kwargs["c_high"] == 3.0:  # rows tripled again and again, yet the largest weight is at the clamp bound 5
@@ -237,21 +239,21 @@ def test_adapted_per_pass_matches_reference(activation, kwargs, dtype, tol, chun
 
 @pytest.mark.parametrize("activation,kwargs,dtype,tol", ADAPTED_CASES)
 def test_adapted_matches_reference(activation, kwargs, dtype, tol):
-    counts = _kernel_vs_reference(_spec(activation), KA(**_per_member(kwargs)), R.AdaptedRescaling(**kwargs),
+    counts = _kernel_vs_reference(_spec(activation), KA(**_per_member(kwargs)), RA.AdaptedRescaling(**kwargs),
                                   dtype=dtype, tol=tol)
     assert min(counts["units_rescaled_low"]) > 0 and min(counts["units_rescaled_high"]) > 0
 
 
 @pytest.mark.parametrize("kernel,ref,dtype,tol", [
-    (KC(bias_correction=True, **FAST), R.ContinualBackprop(bias_correction=True, **FAST), torch.float64, 1e-10),
-    (KC(util_type="feature_by_input", **FAST), R.ContinualBackprop(util_type="feature_by_input", **FAST),
+    (KC(bias_correction=True, **FAST), RC.ContinualBackprop(bias_correction=True, **FAST), torch.float64, 1e-10),
+    (KC(util_type="feature_by_input", **FAST), RC.ContinualBackprop(util_type="feature_by_input", **FAST),
      torch.float32, 2e-5),
     (KA(c_low=[[0.5, -1.0, 2.0]], c_high=[[1.5, 0.5, -2.0]], rho_low=2e-2, rho_high=2e-2, maturity_threshold=10,
         clip=0.5),
-     R.AdaptedRescaling(c_low=[0.5, -1.0, 2.0], c_high=[1.5, 0.5, -2.0], rho_low=2e-2, rho_high=2e-2,
+     RA.AdaptedRescaling(c_low=[0.5, -1.0, 2.0], c_high=[1.5, 0.5, -2.0], rho_low=2e-2, rho_high=2e-2,
                         maturity_threshold=10, clip=0.5), torch.float64, 1e-10),
     (KA(rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.05),
-     R.AdaptedRescaling(rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.05), torch.float32, 2e-5),
+     RA.AdaptedRescaling(rho_low=2e-2, rho_high=2e-2, maturity_threshold=10, clip=0.05), torch.float32, 2e-5),
 ])
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_events_inside_a_chunk_match_reference(kernel, ref, dtype, tol, batch_size):
@@ -264,7 +266,7 @@ def test_events_inside_a_chunk_match_reference(kernel, ref, dtype, tol, batch_si
 
 def test_adapted_with_batches_matches_reference():
     kwargs = dict(c_low=-0.5, c_high=0.5, rho_low=2e-2, rho_high=1e-2, maturity_threshold=10, clip=2.0)
-    _kernel_vs_reference(_spec("relu"), KA(**kwargs), R.AdaptedRescaling(**kwargs), steps=100, batch_size=8)
+    _kernel_vs_reference(_spec("relu"), KA(**kwargs), RA.AdaptedRescaling(**kwargs), steps=100, batch_size=8)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -272,14 +274,14 @@ def test_every_activation_matches_reference(activation):
     """bp in float64 (equal to ~1e-12) and cbp in float32, mixed per-layer widths."""
     spec = NetworkSpec((784, 24, 16, 20, 10), (activation,) * 3)
     _kernel_vs_reference(spec, None, None, steps=120, dtype=torch.float64, tol=1e-11)
-    _kernel_vs_reference(spec, KC(**FAST), R.ContinualBackprop(**FAST), steps=120, tol=5e-5)
+    _kernel_vs_reference(spec, KC(**FAST), RC.ContinualBackprop(**FAST), steps=120, tol=5e-5)
 
 
 def test_per_layer_activation_list_and_depth_one_and_five_match_reference():
-    _kernel_vs_reference(NetworkSpec((784, 40, 10), ("gelu",)), KC(**FAST), R.ContinualBackprop(**FAST), steps=150)
+    _kernel_vs_reference(NetworkSpec((784, 40, 10), ("gelu",)), KC(**FAST), RC.ContinualBackprop(**FAST), steps=150)
     spec = NetworkSpec.mlp(784, 16, 5, 10, ["relu", "relu", "tanh", "tanh", "relu"])
     kwargs = dict(c_low=-0.5, c_high=0.5, rho_low=2e-2, rho_high=1e-2, maturity_threshold=10, clip=10.0)
-    _kernel_vs_reference(spec, KA(**kwargs), R.AdaptedRescaling(**kwargs), steps=150, dtype=torch.float64, tol=1e-10)
+    _kernel_vs_reference(spec, KA(**kwargs), RA.AdaptedRescaling(**kwargs), steps=150, dtype=torch.float64, tol=1e-10)
 
 
 @pytest.mark.parametrize("learner", ["bp", "cbp", "adapted"])
@@ -288,10 +290,10 @@ def test_squared_error_on_binary_inputs_matches_reference(learner):
     spec = _spec("tanh", width=5, depth=6, n_in=20, n_out=1)
     if learner == "cbp":
         kwargs = dict(replacement_rate=0.05, maturity_threshold=5)
-        pair = KC(**kwargs), R.ContinualBackprop(**kwargs)
+        pair = KC(**kwargs), RC.ContinualBackprop(**kwargs)
     elif learner == "adapted":
         kwargs = dict(c_low=0.5, c_high=0.2, rho_low=0.05, rho_high=0.05, maturity_threshold=5)
-        pair = KA(**kwargs), R.AdaptedRescaling(**kwargs)
+        pair = KA(**kwargs), RA.AdaptedRescaling(**kwargs)
     else:
         pair = None, None
     _kernel_vs_reference(spec, *pair, steps=400, regression=True, dtype=torch.float64, tol=1e-10)
@@ -302,8 +304,8 @@ def test_kernel_equals_the_population_engine_on_the_default_network():
     class) agree on every reset and, to float32 rounding, on the weights."""
     spec = _spec("relu", width=100)
     x, y = _data(1, 400, seed=5)
-    kp = KernelPopulation(spec, [5], 0.01, learner=KC(replacement_rate=5e-3, maturity_threshold=50))
-    ep = Population(spec, [5], 0.01, learner=__import__("plasticity_lab.engine.learners", fromlist=["x"])
+    kp = KernelPopulation(spec, [5], optimizer(step_size=0.01), learner=KC(replacement_rate=5e-3, maturity_threshold=50))
+    ep = Population(spec, [5], optimizer(step_size=0.01), learner=__import__("plasticity_lab.engine.learners", fromlist=["x"])
                     .ContinualBackprop(replacement_rate=5e-3, maturity_threshold=50))
     kp.train(x, y)
     ep.train(x, y)
@@ -314,7 +316,7 @@ def test_kernel_equals_the_population_engine_on_the_default_network():
 
 # ----------------------------------------------------------------------------- populations
 def _population(make, seeds, step_size, dtype=torch.float32, activation="relu", **kw):
-    return KernelPopulation(_spec(activation), seeds, step_size, learner=make, dtype=dtype, **kw)
+    return KernelPopulation(_spec(activation), seeds, optimizer(step_size=step_size, **kw), learner=make, dtype=dtype)
 
 
 def test_member_k_equals_the_member_alone():
@@ -389,7 +391,7 @@ def test_a_frozen_member_is_not_trained_any_more():
     """(That a diverging member is frozen without touching the others is tests/test_learners.py's
     divergence test, which runs on the kernel too.)"""
     x, y = _data(2, 60)
-    pop = KernelPopulation(_spec(), [0, 1], 0.01, learner=KC(**FAST))
+    pop = KernelPopulation(_spec(), [0, 1], optimizer(step_size=0.01), learner=KC(**FAST))
     pop.freeze(0)
     pop.train(x, y)
     loss, correct = pop.take_totals()
@@ -399,7 +401,7 @@ def test_a_frozen_member_is_not_trained_any_more():
 
 # ----------------------------------------------------------------------------- the interface
 def test_weights_are_views_shared_with_the_kernel_and_deepcopy_keeps_them():
-    pop = KernelPopulation(_spec(), [0, 1], 0.01, learner=KC(**FAST))
+    pop = KernelPopulation(_spec(), [0, 1], optimizer(step_size=0.01), learner=KC(**FAST))
     x, y = _data(2, 50)
     pop.train(x, y)
     W, b = pop.stacked_parameters()[0]
@@ -417,8 +419,8 @@ def test_weights_are_views_shared_with_the_kernel_and_deepcopy_keeps_them():
 
 def test_probes_interface_answers_like_the_engine():
     spec = _spec("tanh")
-    kp = KernelPopulation(spec, [0, 1], 0.01, learner=KC(**FAST))
-    ep = Population(spec, [0, 1], 0.01)
+    kp = KernelPopulation(spec, [0, 1], optimizer(step_size=0.01), learner=KC(**FAST))
+    ep = Population(spec, [0, 1], optimizer(step_size=0.01))
     x, y = _data(2, 16)
     for a, b in zip(kp.hidden_features(x), ep.hidden_features(x)):
         torch.testing.assert_close(a, b)
@@ -434,9 +436,9 @@ def test_engine_learner_is_refused():
     from plasticity_lab.engine.learners import ContinualBackprop
 
     with pytest.raises(ValueError, match="kernel learner"):
-        KernelPopulation(_spec(), [0], 0.01, learner=ContinualBackprop())
+        KernelPopulation(_spec(), [0], optimizer(step_size=0.01), learner=ContinualBackprop())
     with pytest.raises(ValueError, match="optimizer=sgd only"):
-        KernelPopulation(_spec(), [0], 0.01, optimizer="adam")
+        KernelPopulation(_spec(), [0], optimizer("adam", step_size=0.01))
 
 
 def test_uniform_stream_peek_and_skip_follow_next():

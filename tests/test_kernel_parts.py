@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import optimizer
 from plasticity_lab.kernel import KernelPopulation, jit
 from plasticity_lab.kernel.draws import ReadAhead
 from plasticity_lab.kernel.learners import KernelContinualBackprop as KC
@@ -132,7 +133,7 @@ def test_replacements_run_in_compiled_code_and_python_only_draws_further_ahead(m
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 600, 784, generator=g)
     x, y = x * (x > 0.7), torch.randint(0, 10, (1, 600), generator=g)
-    pop = KernelPopulation(spec, [0], 0.01, learner=KC(replacement_rate=1e-2, maturity_threshold=20))
+    pop = KernelPopulation(spec, [0], optimizer(step_size=0.01), learner=KC(replacement_rate=1e-2, maturity_threshold=20))
     calls.clear()  # (the warm-up's)
     pop.train(x, y)
     replaced = pop.take_counts()["units_reset"].sum()

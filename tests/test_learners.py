@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import optimizer
+from learner_impls import adam_step_counts
 from plasticity_lab.engine import Population
 from plasticity_lab.engine import learners as E
 from plasticity_lab.kernel import KernelPopulation
 from plasticity_lab.kernel import learners as K
 from plasticity_lab.network import NetworkSpec
 from plasticity_lab.reference import ReferenceLearner
-from plasticity_lab.reference import resets as R
+from plasticity_lab.reference.learners import adapted as RA, cbp as RC, redo as RR, shrink_perturb as RS
 from plasticity_lab.reference.optim import ReadableAdam
 
 STEPS = 300
@@ -47,8 +49,9 @@ def _engine_vs_reference(spec, engine_learner, ref_learner, steps=STEPS, tol=2e-
     """
     x, y = _data(1, steps * batch_size, seed=seed)
     x = x.to(dtype)
-    pop = Population(spec, [seed], step_size, weight_decay, learner=engine_learner, dtype=dtype, **opt)
-    ref = ReferenceLearner(spec, seed, step_size, weight_decay, learner=ref_learner, dtype=dtype, **opt)
+    settings = optimizer(opt.pop("optimizer", "sgd"), step_size=step_size, **opt)
+    pop = Population(spec, [seed], settings, weight_decay, learner=engine_learner, dtype=dtype)
+    ref = ReferenceLearner(spec, seed, settings, weight_decay, learner=ref_learner, dtype=dtype)
     rel = 1e-3 if dtype == torch.float32 else 1e-9
     for s in range(0, steps * batch_size, batch_size):
         ref_loss, _ = ref.step(x[0, s : s + batch_size], y[0, s : s + batch_size])
@@ -86,7 +89,7 @@ def _engine_vs_reference(spec, engine_learner, ref_learner, steps=STEPS, tol=2e-
 def test_cbp_engine_matches_reference(activation, kwargs, coin_draws):
     per_member = {k: [v] if isinstance(v, list) else v for k, v in kwargs.items()}
     _, _, counts = _engine_vs_reference(_spec(activation), E.ContinualBackprop(**per_member),
-                                        R.ContinualBackprop(**kwargs))
+                                        RC.ContinualBackprop(**kwargs))
     assert min(counts["units_reset"]) > 0  # replacements happened in every layer
     if kwargs.get("accumulate") is False:  # rho * 32 units < 1: a coin per pass, layer and step once units are mature
         rates = [kwargs["replacement_rate"], kwargs.get("high_replacement_rate", 0.0)]  # the low and the high pass
@@ -98,18 +101,18 @@ def test_cbp_many_replacements_per_step_match_reference():
     """Width 64 at rho 0.1: about 6 units per layer per step (like width 2000 at 1e-2: 20 a step)."""
     kwargs = dict(replacement_rate=0.1, maturity_threshold=5, util_type="adaptable_contribution")
     pop, _, counts = _engine_vs_reference(_spec("tanh", width=64), E.ContinualBackprop(**kwargs),
-                                          R.ContinualBackprop(**kwargs), steps=60)
+                                          RC.ContinualBackprop(**kwargs), steps=60)
     assert min(counts["units_reset"]) > 3 * 60  # ~4 a step (units stay immature for 5 steps)
 
 
 def test_adapted_with_batches_matches_reference():
     kwargs = dict(c_low=-0.5, c_high=0.5, rho_low=2e-2, rho_high=1e-2, maturity_threshold=10, clip=2.0)
-    _engine_vs_reference(_spec("relu"), E.AdaptedRescaling(**kwargs), R.AdaptedRescaling(**kwargs), steps=100,
+    _engine_vs_reference(_spec("relu"), E.AdaptedRescaling(**kwargs), RA.AdaptedRescaling(**kwargs), steps=100,
                          batch_size=8)
 
 
 def test_cbp_with_adam_and_batches_matches_reference():
-    _, _, counts = _engine_vs_reference(_spec("tanh"), E.ContinualBackprop(**FAST), R.ContinualBackprop(**FAST),
+    _, _, counts = _engine_vs_reference(_spec("tanh"), E.ContinualBackprop(**FAST), RC.ContinualBackprop(**FAST),
                                         steps=200, optimizer="adam", step_size=1e-3, batch_size=4, tol=2e-5)
     assert min(counts["units_reset"]) > 0
 
@@ -135,7 +138,7 @@ ADAPTED_CASES = [
 def test_adapted_engine_matches_reference(activation, kwargs, dtype, tol):
     per_member = {k: [v] if isinstance(v, list) else v for k, v in kwargs.items()}
     _, _, counts = _engine_vs_reference(_spec(activation), E.AdaptedRescaling(**per_member),
-                                        R.AdaptedRescaling(**kwargs), dtype=dtype, tol=tol)
+                                        RA.AdaptedRescaling(**kwargs), dtype=dtype, tol=tol)
     rates = {side: kwargs[f"rho_{side}"] for side in ("low", "high")}
     for side, rate in rates.items():  # every (layer, pass) with a rate rescaled something
         on = [r > 0 for r in (rate if isinstance(rate, list) else [rate] * 3)]
@@ -146,15 +149,15 @@ def test_adapted_engine_matches_reference(activation, kwargs, dtype, tol):
 @pytest.mark.parametrize("kwargs", [dict(sigma=1e-3), dict(mode="toward_init", shrink=0.99)])
 def test_shrink_perturb_engine_matches_reference(kwargs):
     # tanh: with ReLU a 1e-8 difference can flip a unit sitting at 0 and the runs part ways
-    _engine_vs_reference(_spec("tanh"), E.ShrinkPerturb(**kwargs), R.ShrinkPerturb(**kwargs), weight_decay=1e-4,
+    _engine_vs_reference(_spec("tanh"), E.ShrinkPerturb(**kwargs), RS.ShrinkPerturb(**kwargs), weight_decay=1e-4,
                          tol=5e-5)
-    _engine_vs_reference(_spec("tanh"), E.ShrinkPerturb(**kwargs), R.ShrinkPerturb(**kwargs), weight_decay=1e-4,
+    _engine_vs_reference(_spec("tanh"), E.ShrinkPerturb(**kwargs), RS.ShrinkPerturb(**kwargs), weight_decay=1e-4,
                          dtype=torch.float64, tol=1e-10, steps=100)
 
 
 def test_redo_engine_matches_reference():
     _, _, counts = _engine_vs_reference(_spec("relu"), E.ReDo(reset_period=50, tau=[[0.5, 0.3, 0.0]]),
-                                        R.ReDo(reset_period=50, tau=[0.5, 0.3, 0.0]))
+                                        RR.ReDo(reset_period=50, tau=[0.5, 0.3, 0.0]))
     assert min(counts["units_reset"][:2]) > 0
 
 
@@ -168,7 +171,7 @@ def test_optimizers_engine_match_reference(opt):
 
 
 def test_cbp_with_adam_matches_reference_in_float64():
-    _engine_vs_reference(_spec("relu"), E.ContinualBackprop(**FAST), R.ContinualBackprop(**FAST), steps=200,
+    _engine_vs_reference(_spec("relu"), E.ContinualBackprop(**FAST), RC.ContinualBackprop(**FAST), steps=200,
                          optimizer="adam", step_size=1e-3, dtype=torch.float64, tol=1e-10)
 
 
@@ -210,7 +213,7 @@ def _watch(learner):
 def test_cbp_touches_only_mature_units_and_host_counts_match_device_ages():
     m = [20, 35, 5]
     learner = E.ContinualBackprop(replacement_rate=[[0.05, 0.02, 0.1], [0.03, 0.0, 0.01]], maturity_threshold=[m, m])
-    pop = Population(_spec(), [0, 1], 0.01, learner=learner)
+    pop = Population(_spec(), [0, 1], optimizer(step_size=0.01), learner=learner)
     snaps = _watch(learner)
     x, y = _data(2, 250)
     replaced = 0
@@ -240,7 +243,7 @@ def test_cbp_touches_only_mature_units_and_host_counts_match_device_ages():
 def test_fractional_accumulation_gives_floor_of_the_sum():
     rho = [0.013, 0.007, 0.021]
     learner = E.ContinualBackprop(replacement_rate=[rho], maturity_threshold=15)
-    pop = Population(_spec(), [4], 0.01, learner=learner)
+    pop = Population(_spec(), [4], optimizer(step_size=0.01), learner=learner)
     x, y = _data(1, 400)
     expected = [[] for _ in range(3)]
     for s in range(400):
@@ -254,7 +257,7 @@ def test_fractional_accumulation_gives_floor_of_the_sum():
 
 def test_coin_mode_replaces_at_most_one_unit_per_step_with_the_right_rate(coin_draws):
     learner = E.ContinualBackprop(replacement_rate=2e-3, maturity_threshold=0, accumulate=False)
-    pop = Population(_spec(width=50), [0, 1, 2, 3], 0.01, learner=learner)
+    pop = Population(_spec(width=50), [0, 1, 2, 3], optimizer(step_size=0.01), learner=learner)
     x, y = _data(4, 500)
     per_step = []
     for s in range(500):
@@ -272,7 +275,7 @@ def test_coin_mode_replaces_at_most_one_unit_per_step_with_the_right_rate(coin_d
 def test_cbp_replacement_leaves_outputs_unchanged_and_draws_from_init():
     spec = _spec()
     learner = E.ContinualBackprop(replacement_rate=[[0.05, 0.0, 0.0]], maturity_threshold=10)
-    pop = Population(spec, [5], 0.01, learner=learner)
+    pop = Population(spec, [5], optimizer(step_size=0.01), learner=learner)
     snaps = _watch(learner)
     x, y = _data(1, 200)
     probe = _data(1, 64, seed=9)[0]
@@ -307,7 +310,7 @@ def test_rescale_multiplies_exactly_the_input_row_and_bias():
     c_low, c_high = [-0.5, 2.0, 0.3], [0.25, -1.0, 1.5]
     learner = E.AdaptedRescaling(c_low=[c_low], c_high=[c_high], rho_low=0.02, rho_high=0.02,
                                  maturity_threshold=10, clip=None)
-    pop = Population(_spec("tanh"), [2], 0.01, learner=learner)
+    pop = Population(_spec("tanh"), [2], optimizer(step_size=0.01), learner=learner)
     snaps = _watch(learner)
     x, y = _data(1, 200)
     low = high = 0
@@ -337,7 +340,7 @@ def test_rescale_multiplies_exactly_the_input_row_and_bias():
 def _first_decisions(learner, m: int, width: int):
     """Train ``learner`` on a tanh net to step m + 1, when every unit has age m + 1 > m (the first
     decisions); returns the population and the snapshot of that step (``_watch``)."""
-    pop = Population(_spec("tanh", width=width), [1], 0.01, learner=learner)
+    pop = Population(_spec("tanh", width=width), [1], optimizer(step_size=0.01), learner=learner)
     snaps = _watch(learner)
     x, y = _data(1, m + 1)
     pop.train(x, y)
@@ -364,7 +367,7 @@ def test_adapted_low_pass_picks_lowest_and_high_pass_highest_utilities():
 
 def test_clip_bounds_every_hidden_layer():
     learner = E.AdaptedRescaling(c_low=3.0, c_high=3.0, rho_low=0.02, rho_high=0.02, maturity_threshold=5, clip=0.05)
-    pop = Population(_spec("relu"), [0], 0.05, learner=learner)
+    pop = Population(_spec("relu"), [0], optimizer(step_size=0.05), learner=learner)
     x, y = _data(1, 100)
     pop.train(x, y)
     for l in range(3):
@@ -400,7 +403,7 @@ def test_cbp_reinit_no_gain_draws_the_same_rows_without_the_activation_gain():
     rows = {}
     for reinit in ("init", "no_gain"):
         learner = E.ContinualBackprop(replacement_rate=[[0.05, 0.0, 0.0]], maturity_threshold=10, reinit=reinit)
-        pop = Population(spec, [5], 0.01, learner=learner)
+        pop = Population(spec, [5], optimizer(step_size=0.01), learner=learner)
         snaps = _watch(learner)
         x, y = _data(1, 11)
         pop.train(x, y)  # the first replacement in layer 1 at step 11 (floor(0.05 * 32) = 1)
@@ -424,7 +427,7 @@ def test_adapted_per_pass_ages_and_updates_the_utility_once_per_pass():
     per_step = E.AdaptedRescaling(rho_low=[[0.5, 0.5, 0.0]], rho_high=[[0.5, 0.0, 0.5]], maturity_threshold=1000,
                                   decay_rate=eta)
     for learner in (per_pass, per_step):
-        pop = Population(_spec("tanh"), [0], 0.01, learner=learner)
+        pop = Population(_spec("tanh"), [0], optimizer(step_size=0.01), learner=learner)
         snaps = _watch(learner)
         x, y = _data(1, steps)
         pop.train(x, y)
@@ -443,7 +446,7 @@ def test_adapted_per_pass_clamps_only_a_layer_it_rescaled_to_5_and_10():
     rescaled at that step only; per_step clamps every hidden layer to [-clip, clip] every step."""
     learner = E.AdaptedRescaling(c_low=1.0, c_high=1.0, rho_low=[[0.0, 0.05, 0.0]], rho_high=0.0,
                                  maturity_threshold=10, schedule="per_pass")
-    pop = Population(_spec("relu"), [0], 1e-4, learner=learner)
+    pop = Population(_spec("relu"), [0], optimizer(step_size=1e-4), learner=learner)
     with torch.no_grad():
         for l in (1, 2):  # hidden layers 2 and 3: one weight and one bias beyond the bounds
             pop.W[l][0, 0, 0] = 8.0
@@ -458,7 +461,7 @@ def test_adapted_per_pass_clamps_only_a_layer_it_rescaled_to_5_and_10():
     assert pop.W[0].abs().max() < 1.0  # (layer 1's weights are small anyway)
     every_step = E.AdaptedRescaling(c_low=1.0, c_high=1.0, rho_low=[[0.0, 0.05, 0.0]], rho_high=0.0,
                                     maturity_threshold=10, clip=3.0)
-    pop = Population(_spec("relu"), [0], 1e-4, learner=every_step)
+    pop = Population(_spec("relu"), [0], optimizer(step_size=1e-4), learner=every_step)
     with torch.no_grad():
         pop.W[2][0, 0, 0] = 8.0
     pop.train(x[:, :1], y[:, :1])  # no unit is mature yet, every layer is clamped all the same
@@ -467,7 +470,7 @@ def test_adapted_per_pass_clamps_only_a_layer_it_rescaled_to_5_and_10():
 
 def test_adam_state_is_zeroed_only_for_replaced_units():
     learner = E.ContinualBackprop(replacement_rate=[[0.05, 0.0, 0.0]] * 2, maturity_threshold=10)
-    pop = Population(_spec("tanh"), [0, 1], 1e-3, optimizer="adam", learner=learner)
+    pop = Population(_spec("tanh"), [0, 1], optimizer("adam", step_size=1e-3), learner=learner)
     opt = pop.optimizer
     x, y = _data(2, 100)
     seen = 0
@@ -490,17 +493,17 @@ def test_adam_state_is_zeroed_only_for_replaced_units():
             assert (opt.m[0][1][k][:, had] != 0).any(dim=0).all()
             assert had.sum() > 20
             last_reset[k][reset] = pop.t
-            steps = opt.step_counts(0, 0)[k]
+            steps = adam_step_counts(opt, 0, 0)[k]
             assert (steps[reset] == 0).all()
             assert torch.equal(steps, (pop.t - last_reset[k]).unsqueeze(1).expand_as(steps))
-            assert torch.equal(opt.step_counts(1, 0)[k], pop.t - last_reset[k])
-            assert torch.equal(opt.step_counts(0, 1)[k], (pop.t - last_reset[k]).unsqueeze(0).expand(32, 32))
+            assert torch.equal(adam_step_counts(opt, 1, 0)[k], pop.t - last_reset[k])
+            assert torch.equal(adam_step_counts(opt, 0, 1)[k], (pop.t - last_reset[k]).unsqueeze(0).expand(32, 32))
     assert seen > 3
 
 
 def test_redo_recycles_dead_units_every_period_only():
     learner = E.ReDo(reset_period=25, tau=0.0)
-    pop = Population(_spec("relu"), [0], 0.01, learner=learner)
+    pop = Population(_spec("relu"), [0], optimizer(step_size=0.01), learner=learner)
     with torch.no_grad():
         pop.W[0][0, :5] = -1.0  # five dead units in layer 1 (inputs are >= 0)
     snaps = _watch(learner)
@@ -531,12 +534,18 @@ def _population_equals_alone(make, seeds=MEMBERS, tol=1e-6, steps=200, activatio
     def values(sel):
         return {key: ([v[k] for k in sel] if isinstance(v, list) else v) for key, v in per.items()}
 
+    def build(sel):
+        chosen = values(sel)
+        weight_decay = chosen.pop("weight_decay", 0.0)
+        settings = optimizer(chosen.pop("optimizer", "sgd"), **chosen)
+        return Population(spec, [seeds[k] for k in sel], settings, weight_decay, learner=make(sel))
+
     idx = list(range(len(seeds)))
-    pop = Population(spec, seeds, learner=make(idx), **values(idx))
+    pop = build(idx)
     pop.train(x, y)
     counts = pop.take_counts()
     for k in idx:
-        alone = Population(spec, [seeds[k]], learner=make([k]), **values([k]))
+        alone = build([k])
         alone.train(x[k : k + 1], y[k : k + 1])
         diff = _max_diff(pop.parameters_of(k), alone.parameters_of(0))
         assert diff < tol, (k, diff)
@@ -630,7 +639,8 @@ def test_population_members_equal_runs_alone_momentum():
 def test_diverged_member_is_frozen_with_learners_and_others_are_unaffected(make, opt, backend):
     spec = _spec("relu")
     x, y = _data(2, 200)
-    pop = backend(spec, [0, 1], [1e30, 0.01], learner=make(), **opt)
+    name = opt.pop("optimizer", "sgd")
+    pop = backend(spec, [0, 1], optimizer(name, step_size=[1e30, 0.01], **opt), learner=make())
     pop.train(x[:, :100], y[:, :100])
     loss, _ = pop.take_totals()
     assert not torch.isfinite(loss[0]) and torch.isfinite(loss[1])
@@ -639,7 +649,7 @@ def test_diverged_member_is_frozen_with_learners_and_others_are_unaffected(make,
     loss, _ = pop.take_totals()
     assert torch.isfinite(loss).all()
     assert all(torch.isfinite(W[0]).all() for W in pop.W)
-    alone = backend(spec, [1], 0.01, learner=make(), **opt)
+    alone = backend(spec, [1], optimizer(name, step_size=0.01, **opt), learner=make())
     alone.train(x[1:], y[1:])
     assert _max_diff(pop.parameters_of(1), alone.parameters_of(0)) < 1e-6
 

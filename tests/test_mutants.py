@@ -24,9 +24,9 @@ def test_every_mutant_edit_still_applies_exactly_once():
 def test_a_stale_anchor_is_reported_not_skipped(tmp_path):
     copy = mutants.copy_repository(tmp_path / "repo")
     stale = mutants.Mutant("stale", ((mutants.CBP, "this text is not in cbp.py", "x"),))
-    twice = mutants.Mutant("twice", ((mutants.RESETS, "if n == 0:", "if n < 0:"),))  # in cbp and adapted
+    twice = mutants.Mutant("twice", ((mutants.REF_CBP, "                    continue\n", "                    pass\n"),))  # 3 times in cbp.py
     problems = mutants.check_anchors(copy, [stale, twice])
-    assert len(problems) == 2 and "found 0 times" in problems[0] and "found 2 times" in problems[1]
+    assert len(problems) == 2 and "found 0 times" in problems[0] and "found 3 times" in problems[1]
     with pytest.raises(mutants.StaleMutant, match="stale"):
         mutants.apply(stale, copy)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, optimizer
 from plasticity_lab.config import ConfigError, parse_config, population_key
 from plasticity_lab.data.permuted import PermutedImageStream
 from plasticity_lab.engine import Population
@@ -191,9 +191,9 @@ def test_gradient_gram_matches_autograd_per_example_gradients(activation, backen
     x = torch.randn(2, S, 12, generator=g, dtype=torch.float64)
     y = torch.randint(0, 10, (2, S), generator=g)
     if backend == "engine":
-        pop = Population(spec, seeds, 0.01, dtype=torch.float64)
+        pop = Population(spec, seeds, optimizer(step_size=0.01), dtype=torch.float64)
     else:
-        pop = ReferencePopulation(spec, seeds, [0.01, 0.01], [0.0, 0.0], dtype=torch.float64)
+        pop = _reference(spec, seeds, 0.01, dtype=torch.float64)
     grams = M.gradient_gram(*pop.example_deltas(x, y))
     for k, seed in enumerate(seeds):
         blocks = _explicit_grads(build_mlp(spec, seed).double(), x[k], y[k])
@@ -210,7 +210,7 @@ def test_gradient_gram_matches_autograd_per_example_gradients(activation, backen
 
 def test_example_deltas_write_no_grad_and_keep_weights():
     spec = NetworkSpec.mlp(12, 9, 2, 10, "relu")
-    ref = ReferencePopulation(spec, [0], [0.1], [0.0])
+    ref = _reference(spec, [0], 0.1)
     before = ref.parameters_of(0)
     ref.example_deltas(torch.rand(1, 5, 12), torch.randint(0, 10, (1, 5)))
     assert all(p.grad is None for p in ref.members[0].net.parameters())
@@ -220,7 +220,7 @@ def test_example_deltas_write_no_grad_and_keep_weights():
 def test_backends_answer_the_same_probe_interface():
     spec = NetworkSpec.mlp(12, 9, 2, 10, ["relu", "tanh"])
     x = torch.rand(2, 6, 12)
-    eng, ref = Population(spec, [5, 6], 0.01), ReferencePopulation(spec, [5, 6], [0.01] * 2, [0.0] * 2)
+    eng, ref = Population(spec, [5, 6], optimizer(step_size=0.01)), _reference(spec, [5, 6], 0.01)
     for a, b in zip(eng.hidden_features(x), ref.hidden_features(x)):
         assert a.shape == (2, 6, 9) and torch.allclose(a, b, atol=1e-6)
     assert torch.allclose(eng.predict(x), ref.predict(x), atol=1e-6)
@@ -303,18 +303,22 @@ class _Rec:
         return {t: v for t, _, m, l, v in self.rows if m == metric and l == layer}
 
 
-def _tiny(tmp_path, K=2, n=60, settings=None, backend="engine", learner=None, holdout=40):
+def _reference(spec, seeds, step_size, dtype=torch.float32):
+    """A reference population of plain SGD members."""
+    return ReferencePopulation([ReferenceLearner(spec, s, optimizer(step_size=step_size), dtype=dtype) for s in seeds])
+
+
+def _tiny(tmp_path, K=2, n=60, settings=None, backend="engine", holdout=40):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n + holdout, 784), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 10, (n + holdout,), generator=g)
     seeds = list(range(10, 10 + K))
     stream = PermutedImageStream(images, labels, seeds, n, "fixed")
     spec = NetworkSpec.mlp(784, 16, 2, 10, "relu")
-    pop = (Population(spec, seeds, 0.05) if backend == "engine"
-           else ReferencePopulation(spec, seeds, [0.05] * K, [0.0] * K))
+    pop = Population(spec, seeds, optimizer(step_size=0.05)) if backend == "engine" else _reference(spec, seeds, 0.05)
     recs = [_Rec(tmp_path / f"m{k}") for k in range(K)]
     settings = settings or ProbeSettings()
-    runner = ProbeRunner(settings, stream, pop, recs, n, (images[-holdout:], labels[-holdout:]), learner)
+    runner = ProbeRunner(settings, stream, pop, recs, n, (images[-holdout:], labels[-holdout:]))
     return runner, stream, pop, recs
 
 
@@ -401,42 +405,33 @@ def test_forgetting_refuses_images_the_stream_trains_on():
         build_probes(settings, S(), None, [], images, torch.zeros(10), 1)
 
 
-class FakeLearner:
-    """What cbp / adapted provide: u_hat per hidden layer (K, H) and cumulative reset counts (K,)."""
+class FakeUtilities:
+    """What cbp / adapted provide to the probes: u_hat per hidden layer (K, H), NaN for units of age 0."""
 
     def __init__(self):
-        self.resets = {1: torch.tensor([0, 0]), 2: torch.tensor([0, 0])}
         self.u = {1: torch.tensor([[1.0, 2.0, 3.0, NAN], [4.0, 4.0, 4.0, 4.0]]), 2: torch.zeros(2, 4)}
 
     def utility_stats(self):
         return self.u
 
-    def reset_counts(self):
-        return self.resets
 
-
-def test_utility_statistics_and_reset_counts_through_the_duck_typed_interface(tmp_path):
-    learner = FakeLearner()
+def test_utility_statistics_through_the_duck_typed_interface(tmp_path):
     settings = replace(ProbeSettings(on_error="raise"), utility={"every": 2})
-    runner, stream, pop, recs = _tiny(tmp_path, settings=settings, learner=learner)
+    runner, stream, pop, recs = _tiny(tmp_path, settings=settings)
     status = ["running", "running"]
     runner.before_task(0, status)
-    learner.resets = {1: torch.tensor([3, 1]), 2: torch.tensor([0, 2])}  # during task 0
+    assert recs[0].rows == []  # a backend without utilities records none
+    pop.learner = FakeUtilities()  # found on backend.learner
     runner.before_task(1, status)
-    learner.resets = {1: torch.tensor([5, 1]), 2: torch.tensor([0, 2])}  # during task 1
     runner.finish(2, status)
-    assert recs[0].get("utility_mean", 1) == {0: 2.0, 2: 2.0} and recs[1].get("utility_median", 1)[0] == 4.0
-    assert recs[0].get("utility_max", 1)[0] == 3.0 and recs[0].get("utility_min", 2)[0] == 0.0
-    assert recs[0].get("units_reset", 1) == {0: 3.0, 1: 2.0} and recs[1].get("units_reset", 2) == {0: 2.0, 1: 0.0}
-    steps = {t: s for t, s, m, l, _ in recs[0].rows if m == "units_reset" and l == 1}
-    assert steps == {0: 60, 1: 120}  # at the end of the task they happened in
-    # found on backend.learner too; a backend without it records nothing
-    runner2, _, pop2, recs2 = _tiny(tmp_path / "b", settings=settings)
+    assert recs[0].get("utility_mean", 1) == {2: 2.0} and recs[1].get("utility_median", 1)[2] == 4.0
+    assert recs[0].get("utility_max", 1)[2] == 3.0 and recs[0].get("utility_min", 2)[2] == 0.0
+    assert not any(m == "units_reset" for _, _, m, _, _ in recs[0].rows)  # the run loop records those
+    # found on the backend itself (the reference population answers utility_stats)
+    runner2, _, pop2, recs2 = _tiny(tmp_path / "b", settings=settings, backend="reference")
+    pop2.utility_stats = FakeUtilities().utility_stats
     runner2.before_task(0, status)
-    assert recs2[0].rows == []
-    pop2.learner = learner
-    runner2.before_task(2, status)
-    assert recs2[0].get("utility_mean", 1) == {2: 2.0}
+    assert recs2[1].get("utility_mean", 1) == {0: 4.0}
 
 
 # --------------------------------------------------------------------------- probes never change training

@@ -27,6 +27,7 @@ import torch
 from ..seeding import DATA, SHUFFLE, generator
 
 SUBSETS = ("fixed", "fresh", "all")
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}  # images per split, MNIST and Fashion-MNIST alike
 
 
 def shuffled_split(images: torch.Tensor, labels: torch.Tensor, shuffle_seed: int) -> tuple[torch.Tensor, torch.Tensor]:

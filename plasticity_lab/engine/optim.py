@@ -19,16 +19,61 @@ materialises ``dL/dW`` (K, out, in) and ``dL/db`` (K, out) per layer and hands t
   soon as a reset learner has zeroed some units' state (SPEC 3.4 step 8, [D]'s AdamGnT),
   kept as per-row and per-column reset steps (see ``Adam``).
 
+A learner that transforms gradients (engine/learners/base.py, ``transform_gradients``) needs
+them materialised too: plain SGD then takes the same path as ``SGD`` (g += lambda p; p -= alpha g).
+
 Every hyperparameter (step size, weight decay, momentum, betas, eps) is per member.
 ``reset_units(layer, kk, uu)`` zeroes the optimiser state of units ``uu`` of members
 ``kk`` in hidden layer ``layer``: their input rows and biases and their outgoing columns in
 the next layer (momentum buffers too: SPEC 3.4 asks for Adam's moments; SGD's momentum
 buffer is the same kind of state, so a fresh unit starts without its predecessor's velocity).
+
+The optimisers' settings (the ``optimizer`` config group, conf/optimizer/*.yaml) are declared
+here, once: ``OPTIMIZERS``; every backend builds its optimiser from them (this module's
+``make_optimizer``, reference/optim.py, kernel/optim.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
+
+from ..schema import DECAY, PER_MEMBER, finite, one_of, positive, setting
+from .state import PARTS
+
+
+def _betas(v):
+    ok = (isinstance(v, (list, tuple)) and len(v) == 2
+          and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v))
+    return None if ok else "must be a pair [beta1, beta2] with 0 <= beta < 1"
+
+
+@dataclass(frozen=True)
+class SGDSettings:
+    """SGD (SPEC 1, 3.8): ``step_size`` is the papers' alpha; ``momentum`` as torch.optim.SGD
+    (dampening 0, no Nesterov); 0 = plain SGD (the engine's fused fast path)."""
+
+    name: str = setting("sgd", one_of("sgd"))
+    step_size: float = setting(0.003, finite(positive), role=PER_MEMBER, label="Step size α")
+    momentum: float = setting(0.0, finite(DECAY), role=PER_MEMBER, label="Momentum")
+    on_kernel: ClassVar[bool] = True  # the compiled kernel runs it (kernel/support.py)
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """Adam (SPEC 3.8) with torch.optim.Adam's semantics (bias correction, coupled weight decay);
+    per-element step counts once a reset learner restarts units (SPEC 3.4 step 8)."""
+
+    name: str = setting("adam", one_of("adam"))
+    step_size: float = setting(1e-4, finite(positive), role=PER_MEMBER, label="Step size α")
+    betas: Any = setting((0.9, 0.999), _betas, role=PER_MEMBER, label="Adam β1, β2")
+    eps: float = setting(1e-8, finite(positive), role=PER_MEMBER, label="Adam ε")
+    on_kernel: ClassVar[bool] = False
+
+
+OPTIMIZERS: dict[str, type] = {"sgd": SGDSettings, "adam": AdamSettings}
 
 
 def _per_member(pop, value, name: str) -> torch.Tensor:
@@ -44,7 +89,7 @@ class FusedSGD:
     """Plain SGD, folded into the engine's backward pass (no state, nothing to reset)."""
 
     fused = True
-    _member_state = ()
+    STATE: dict = {}
 
     def __init__(self, pop):
         self.pop = pop
@@ -58,10 +103,16 @@ class FusedSGD:
 
 class _MaterialisedOptimizer:
     fused = False
-    _member_state: tuple = ()
+    STATE: dict = {}
 
     def __init__(self, pop):
         self.pop = pop
+
+    def reset_units(self, layer: int, kk: torch.Tensor, uu: torch.Tensor) -> None:
+        pass
+
+    def freeze(self, k: int) -> None:
+        pass
 
     def _decayed(self, l: int, gW: torch.Tensor, gb: torch.Tensor):
         """Coupled weight decay: g += lambda p (torch.optim's ``weight_decay``)."""
@@ -72,10 +123,22 @@ class _MaterialisedOptimizer:
         return gW, gb
 
 
+class SGD(_MaterialisedOptimizer):
+    """Plain SGD on materialised gradients (torch.optim.SGD without momentum): for learners that
+    transform the gradients. No state."""
+
+    def update(self, l: int, gW: torch.Tensor, gb: torch.Tensor) -> None:
+        pop = self.pop
+        gW, gb = self._decayed(l, gW, gb)
+        pop.W[l].addcmul_(gW, pop.step_size.view(-1, 1, 1), value=-1.0)
+        pop.b[l].addcmul_(gb, pop.step_size.view(-1, 1), value=-1.0)
+
+
 class MomentumSGD(_MaterialisedOptimizer):
     """torch.optim.SGD with momentum (dampening 0, no Nesterov), per-member step size and momentum."""
 
-    _member_state = ("buf_W", "buf_b")  # checkpointed per member (engine/state.py)
+    STATE = {"buf_W": PARTS, "buf_b": PARTS}  # checkpointed per member (engine/state.py)
+    REBUILT = ("momentum",)  # from the settings
 
     def __init__(self, pop, momentum):
         super().__init__(pop)
@@ -119,7 +182,10 @@ class Adam(_MaterialisedOptimizer):
     Python floats (1 - b2^s cancels badly in float32 for small s).
     """
 
-    _member_state = ("m", "v", "row_reset", "col_reset")  # checkpointed per member (engine/state.py)
+    # checkpointed per member (engine/state.py): moments [weights, biases][layer], the step at which
+    # each row (per [weights, biases][layer]) and column (per layer) was last reset (None: never)
+    STATE = {"m": PARTS, "v": PARTS, "row_reset": PARTS, "col_reset": PARTS}
+    REBUILT = ("beta1_64", "beta2_64", "beta2", "one_minus_beta1", "one_minus_beta2", "eps")  # from the settings
 
     def __init__(self, pop, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(pop)
@@ -199,17 +265,6 @@ class Adam(_MaterialisedOptimizer):
             self.col_reset[layer + 1] = torch.zeros(K, self.pop.spec.sizes[layer + 1], dtype=torch.long, device=dev)
         self.col_reset[layer + 1][kk, uu] = t
 
-    def step_counts(self, which: int, l: int) -> torch.Tensor:
-        """Per-element step counts of W[l] (which=0) or b[l] (which=1), as a per-element counter would hold them."""
-        p = (self.pop.W, self.pop.b)[which][l]
-        s = torch.full_like(p, 0.0, dtype=torch.long) + 0
-        last = torch.zeros_like(s)
-        if self.row_reset[which][l] is not None:
-            last = torch.maximum(last, self.row_reset[which][l].view(self.row_reset[which][l].shape + (1,) * (p.dim() - 2)))
-        if which == 0 and self.col_reset[l] is not None:
-            last = torch.maximum(last, self.col_reset[l].unsqueeze(1))
-        return s + self.pop.t - last
-
     def freeze(self, k: int) -> None:
         for states in (self.m, self.v):
             for group in states:
@@ -217,11 +272,15 @@ class Adam(_MaterialisedOptimizer):
                     s[k].zero_()
 
 
-def make_optimizer(pop, name: str = "sgd", momentum=0.0, betas=(0.9, 0.999), eps=1e-8):
-    """The engine optimiser for ``name`` ('sgd' or 'adam'); SGD without momentum is the fused path."""
+def make_optimizer(pop, settings: list, needs_gradients: bool = False):
+    """The engine optimiser for K members' optimiser settings (all of one kind, ``OPTIMIZERS``):
+    SGD without momentum is the fused path unless the learner needs the gradients materialised."""
+    name = settings[0].name
     if name == "sgd":
-        mu = _per_member(pop, momentum, "momentum")
-        return FusedSGD(pop) if bool((mu == 0).all()) else MomentumSGD(pop, mu)
+        mu = _per_member(pop, [s.momentum for s in settings], "momentum")
+        if bool((mu == 0).all()):
+            return SGD(pop) if needs_gradients else FusedSGD(pop)
+        return MomentumSGD(pop, mu)
     if name == "adam":
-        return Adam(pop, betas, eps)
-    raise ValueError(f"unknown optimizer {name!r}; known: sgd, adam")
+        return Adam(pop, [tuple(s.betas) for s in settings], [s.eps for s in settings])
+    raise ValueError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")

@@ -12,11 +12,12 @@ rank-B update (``addcmul_`` for B = 1, ``baddbmm_`` otherwise) after the decay f
 exactly what the same member computes alone.
 
 SGD with momentum and Adam (engine/optim.py) take the other backward path, which
-materialises each layer's gradient. A reset learner (engine/learners/: cbp, adapted,
-shrink_perturb, redo) is called after the optimiser step of every batch with the forward
-pass's tensors (SPEC 3: "after the SGD step of each batch, using the activations of that
-batch's forward pass"). Learners and optimisers modify the weights in place through
-``W[l][...]`` / ``b[l][...]`` and never rebind them.
+materialises every layer's gradient, and so does a learner that acts inside the update
+(``transform_gradients``: it sees every layer's gradient before the optimiser steps, e.g. UPGD,
+L2 Init). A learner's ``after_step`` (engine/learners/: cbp, adapted, shrink_perturb, redo) is
+called after the optimiser step of every batch with the forward pass's tensors (SPEC 3: "after
+the SGD step of each batch, using the activations of that batch's forward pass"). Learners and
+optimisers modify the weights in place through ``W[l][...]`` / ``b[l][...]`` and never rebind them.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch
 from ..activations import get_activation
 from ..losses import cross_entropy, squared_error
 from ..network import NetworkSpec, initial_parameters
-from .optim import make_optimizer
-from .state import load_member_states, member_state
+from .optim import SGDSettings, make_optimizer
+from .state import MEMBERS, PARTS, load_member_states, member_state
 
 
 @dataclass
@@ -41,18 +42,23 @@ class StepResult:
 
 
 class Population:
-    """K MLPs of one architecture, trained with per-member optimiser settings and an optional reset learner.
+    """K MLPs of one architecture, trained with per-member optimiser settings and an optional learner.
 
-    ``optimizer``: 'sgd' (``momentum`` per member; all zero = the fused path) or 'adam'
-    (``betas``, ``eps``). ``learner``: an engine learner (engine/learners/) or None (bp, l2).
-    ``t`` counts the steps taken (the current one included while a step runs).
+    ``optimizer``: the members' optimiser settings (engine/optim.py ``OPTIMIZERS``: SGDSettings,
+    AdamSettings), one for every member or a list with one per member (of one kind): the step
+    size alpha and the optimiser's options (momentum; betas, eps). ``weight_decay``: the coupled
+    weight decay lambda, one or one per member (the learner's). ``learner``: an engine learner
+    (engine/learners/) or None (bp, l2). ``t`` counts the steps taken (the current one included
+    while a step runs).
     """
 
-    _member_state = ("W", "b", "step_size", "weight_decay")  # see engine/state.py
+    STATE = {"W": PARTS, "b": PARTS, "step_size": MEMBERS, "weight_decay": MEMBERS}  # engine/state.py
+    # from the settings and the step size (the fused path's factors); the loss totals (taken at every
+    # task's end); constants and scratch
+    REBUILT = ("_alpha", "_decay", "loss_sum", "correct", "eye", "_gbuf")
 
-    def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
-                 device="cpu", dtype=torch.float32, optimizer: str = "sgd", momentum=0.0,
-                 betas=(0.9, 0.999), eps=1e-8, learner=None, loss: str = "cross_entropy"):
+    def __init__(self, spec: NetworkSpec, seeds: list[int], optimizer=SGDSettings(), weight_decay=0.0,
+                 device="cpu", dtype=torch.float32, learner=None, loss: str = "cross_entropy"):
         if loss not in ("cross_entropy", "squared_error"):
             raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, squared_error")
         self.spec = spec
@@ -64,13 +70,16 @@ class Population:
         self.dtype = dtype
         self.W, self.b = self._allocate([initial_parameters(spec, s) for s in seeds])
         self.acts = [get_activation(a) for a in spec.activations]
-        self.step_size = self._per_member(step_size)
+        optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer] * self.K
+        if len(optimizers) != self.K or len({o.name for o in optimizers}) != 1:
+            raise ValueError(f"optimizer: expected one optimiser's settings or {self.K} of one kind, got {optimizers}")
+        self.step_size = self._per_member([o.step_size for o in optimizers])
         self.weight_decay = self._per_member(weight_decay)
         self._update_factors()
         self.loss_sum = torch.zeros(self.K, device=self.device, dtype=torch.float64)
         self.correct = torch.zeros(self.K, device=self.device, dtype=torch.long)
         self.eye = torch.eye(spec.sizes[-1], device=self.device, dtype=dtype)
-        self.optimizer = self._make_optimizer(optimizer, momentum, betas, eps)
+        self.optimizer = self._make_optimizer(optimizers, learner is not None and learner.transforms_gradients)
         self.learner = learner
         if learner is not None:
             learner.setup(self)
@@ -81,8 +90,8 @@ class Population:
         return ([torch.stack([p[l][0] for p in params]).to(self.device, self.dtype).contiguous() for l in layers],
                 [torch.stack([p[l][1] for p in params]).to(self.device, self.dtype).contiguous() for l in layers])
 
-    def _make_optimizer(self, name: str, momentum, betas, eps):
-        return make_optimizer(self, name, momentum, betas, eps)
+    def _make_optimizer(self, settings: list, needs_gradients: bool):
+        return make_optimizer(self, settings, needs_gradients)
 
     def _per_member(self, value) -> torch.Tensor:
         t = torch.as_tensor(value, dtype=self.dtype).flatten().to(self.device)
@@ -155,34 +164,34 @@ class Population:
             delta = prev
 
     def _grad_backward(self, delta: torch.Tensor, fwd: StepResult):
-        """Backpropagate ``delta`` = dL/dlogits, materialise each layer's gradient, let the optimiser step."""
+        """Backpropagate ``delta`` = dL/dlogits and materialise every layer's gradient (each layer's
+        delta for the layer below uses its weights before the update); then the learner may
+        transform them (``transform_gradients``) and the optimiser steps, layer by layer."""
+        grads = self._grad_buffers()  # reused (fresh multi-MB temporaries cost page faults every step)
         for l in range(len(self.W) - 1, -1, -1):
-            W, h_in = self.W[l], fwd.inputs[l]
-            prev = None
-            if l > 0:  # delta of the layer below, with this layer's weights before the update
-                prev = self.acts[l - 1].backward(torch.bmm(delta, W), fwd.pre[l - 1], fwd.inputs[l])
-            # gradient buffers are reused (fresh multi-MB temporaries cost page faults every step)
-            gW, gb = self._grad_buffers(l)
+            gW, gb = grads[l]
             if delta.shape[1] == 1:
-                torch.mul(delta.transpose(1, 2), h_in, out=gW)
+                torch.mul(delta.transpose(1, 2), fwd.inputs[l], out=gW)
             else:
-                torch.bmm(delta.transpose(1, 2), h_in, out=gW)
+                torch.bmm(delta.transpose(1, 2), fwd.inputs[l], out=gW)
             torch.sum(delta, dim=1, out=gb)
-            self.optimizer.update(l, gW, gb)
-            delta = prev
+            if l > 0:  # delta of the layer below
+                delta = self.acts[l - 1].backward(torch.bmm(delta, self.W[l]), fwd.pre[l - 1], fwd.inputs[l])
+        if self.learner is not None and self.learner.transforms_gradients:
+            self.learner.transform_gradients(self, grads)
+        for l in range(len(self.W) - 1, -1, -1):
+            self.optimizer.update(l, *grads[l])
 
-    def _grad_buffers(self, l: int):
+    def _grad_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if not hasattr(self, "_gbuf"):
             self._gbuf = [(torch.empty_like(W), torch.empty_like(b)) for W, b in zip(self.W, self.b)]
-        return self._gbuf[l]
+        return self._gbuf
 
-    def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, after_step=None):
+    def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1):
         """Train on a chunk (x (K,n,in), y (K,n)) in consecutive batches of ``batch_size``."""
         n = x.shape[1]
         for s in range(0, n, batch_size):
-            fwd = self.step(x[:, s : s + batch_size], y[:, s : s + batch_size])
-            if after_step is not None:
-                after_step(fwd)
+            self.step(x[:, s : s + batch_size], y[:, s : s + batch_size])
 
     def take_totals(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss sum, correct count) per member since the last call, on the CPU; resets them."""

@@ -17,6 +17,8 @@ from ..engine.optim import FusedSGD, MomentumSGD, _per_member
 class KernelMomentumSGD(MomentumSGD):
     """torch.optim.SGD with momentum; ``buf`` (K, P) holds every member's buffer in theta's layout."""
 
+    REBUILT = ("buf",)  # the storage of buf_W / buf_b (checkpointed through them, engine/state.py)
+
     def __init__(self, pop, momentum):
         self.pop = pop
         self.momentum = _per_member(pop, momentum, "momentum")
@@ -28,9 +30,10 @@ class KernelMomentumSGD(MomentumSGD):
         raise NotImplementedError("the kernel backend's momentum step is compiled (kernel/step.py)")
 
 
-def make_kernel_optimizer(pop, name: str, momentum):
-    """FusedSGD (no state), or KernelMomentumSGD when some member's momentum is not 0 (SGD only)."""
-    if name != "sgd":
-        raise ValueError(f"the kernel backend runs optimizer=sgd only, not {name!r} (kernel/support.py)")
-    mu = _per_member(pop, momentum, "momentum")
+def make_kernel_optimizer(pop, settings: list):
+    """FusedSGD (no state), or KernelMomentumSGD when some member's momentum is not 0, for K members'
+    optimiser settings (SGD only)."""
+    if settings[0].name != "sgd":
+        raise ValueError(f"the kernel backend runs optimizer=sgd only, not {settings[0].name!r} (kernel/support.py)")
+    mu = _per_member(pop, [s.momentum for s in settings], "momentum")
     return FusedSGD(pop) if bool((mu == 0).all()) else KernelMomentumSGD(pop, mu)

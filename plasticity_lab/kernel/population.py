@@ -33,6 +33,7 @@ import time
 import numpy as np
 import torch
 
+from ..engine.optim import SGDSettings
 from ..engine.population import Population
 from ..network import NetworkSpec
 from . import codes as S
@@ -47,12 +48,15 @@ log = logging.getLogger(__name__)
 
 class KernelPopulation(Population):
     """K MLPs of one architecture on the compiled CPU kernel; the constructor takes the
-    engine's arguments (``optimizer`` 'sgd' only; ``learner`` an engine cbp / adapted learner
-    or None), see ``Population``."""
+    engine's arguments (``optimizer`` SGD settings only; ``learner`` a kernel learner,
+    kernel/learners/, or None), see ``Population``."""
 
-    def __init__(self, spec: NetworkSpec, seeds: list[int], step_size, weight_decay=0.0,
-                 device="cpu", dtype=torch.float32, optimizer: str = "sgd", momentum=0.0,
-                 betas=(0.9, 0.999), eps=1e-8, learner=None, loss: str = "cross_entropy"):
+    # theta: the storage of W / b (checkpointed through them, engine/state.py); numpy views of it and
+    # the step's work arrays; frozen: diverged members (never resumed)
+    REBUILT = ("theta", "_np", "_scratch_arrays", "_info", "frozen")
+
+    def __init__(self, spec: NetworkSpec, seeds: list[int], optimizer=SGDSettings(), weight_decay=0.0,
+                 device="cpu", dtype=torch.float32, learner=None, loss: str = "cross_entropy"):
         if torch.device(device).type != "cpu":
             raise ValueError(f"the kernel backend runs on the CPU, not device={device}")
         if dtype not in (torch.float32, torch.float64):
@@ -62,8 +66,7 @@ class KernelPopulation(Population):
         self.layout = Layout(spec)
         self.frozen = np.zeros(len(seeds), dtype=bool)
         self._np = None
-        super().__init__(spec, seeds, step_size, weight_decay, device, dtype, optimizer, momentum, betas, eps,
-                         learner, loss)
+        super().__init__(spec, seeds, optimizer, weight_decay, device, dtype, learner, loss)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -90,8 +93,8 @@ class KernelPopulation(Population):
                 b[l][k] = b_l.to(self.dtype)
         return W, b
 
-    def _make_optimizer(self, name: str, momentum, betas, eps):
-        return make_kernel_optimizer(self, name, momentum)
+    def _make_optimizer(self, settings: list, needs_gradients: bool):
+        return make_kernel_optimizer(self, settings)
 
     # ------------------------------------------------------------------ numpy views
     def __getstate__(self):
@@ -112,11 +115,9 @@ class KernelPopulation(Population):
         return self._arrays()["theta"][k], buf
 
     # ------------------------------------------------------------------ training
-    def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, after_step=None):
+    def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1):
         """Train on a chunk (x (K, n, in), y (K, n)) in consecutive batches of ``batch_size``,
         member after member."""
-        if after_step is not None:
-            raise ValueError("the kernel backend has no per-step hook (after_step); use backend=population")
         self._train(x, y, batch_size)
 
     def _train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:

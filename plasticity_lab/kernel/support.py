@@ -9,8 +9,19 @@ This module never imports numba, so validating a config stays cheap.
 
 from __future__ import annotations
 
-KERNEL_LEARNERS = ("bp", "l2", "cbp", "adapted")
-KERNEL_OPTIMIZERS = ("sgd",)
+from ..engine.optim import OPTIMIZERS
+from ..learners import declared
+
+
+def kernel_learners() -> list[str]:
+    """The learners the kernel runs, from their declarations (plasticity_lab/learners.py): those with a
+    kernel implementation, and those that are the optimiser alone (bp, l2)."""
+    return [name for name, d in declared().items() if d.kernel is not None or d.engine is None]
+
+
+def kernel_optimizers() -> list[str]:
+    """The optimisers the kernel runs (their settings' ``on_kernel``, engine/optim.py)."""
+    return [name for name, cls in OPTIMIZERS.items() if cls.on_kernel]
 
 
 def kernel_unsupported(settings) -> list[str]:
@@ -19,10 +30,11 @@ def kernel_unsupported(settings) -> list[str]:
     if settings.network.norm != "none":
         problems.append(f"network.norm={settings.network.norm} (normalisation layers train on the reference backend)")
     learner = settings.learner
-    if learner.name not in KERNEL_LEARNERS:
-        problems.append(f"learner={learner.name} (the kernel runs {', '.join(KERNEL_LEARNERS)})")
-    if settings.optimizer.name not in KERNEL_OPTIMIZERS:
-        problems.append(f"optimizer={settings.optimizer.name} (the kernel runs sgd, with or without momentum)")
+    if learner.name not in kernel_learners():
+        problems.append(f"learner={learner.name} (the kernel runs {', '.join(kernel_learners())})")
+    if settings.optimizer.name not in kernel_optimizers():
+        problems.append(f"optimizer={settings.optimizer.name} (the kernel runs {', '.join(kernel_optimizers())}; "
+                        f"sgd with or without momentum)")
     device = settings.device
     if device == "auto":
         import torch

@@ -28,7 +28,8 @@ weight_magnitude           1..L+1,  mean |w| (weights only) per layer / over the
 weight_norm                1..L+1   Frobenius norm of W
 utility_mean/median/       1..L     statistics of u_hat over the units (learners that keep one)
 min/max
-units_reset                1..L     units reset / rescaled DURING task t (row task = t)
+units_reset                1..L     units reset DURING task t (row task = t; cbp, redo: recorded every task by
+                                    the run loop from the learner's counts, as units_rescaled_low/high for adapted)
 grad_rank                  1..L+1,  smallest k with 99% of the eigenvalue sum of the per-example
                            empty    gradient Gram matrix, per layer / jointly [J]
 grad_cosine_mean           empty    mean off-diagonal entry of the gradient cosine matrix [P]

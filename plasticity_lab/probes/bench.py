@@ -26,6 +26,7 @@ import torch
 
 from ..data.permuted import PermutedImageStream
 from ..engine import Population
+from ..engine.optim import SGDSettings
 from ..network import NetworkSpec
 from .runner import ProbeRunner
 from .settings import ProbeSettings, parse_probes
@@ -88,7 +89,8 @@ def probe_overhead(K: int = 16, examples_per_task: int = 10_000, probes: str | P
     images, labels, source = _images(examples_per_task + holdout, data_root)
     seeds = list(range(K))
     stream = PermutedImageStream(images, labels, seeds, examples_per_task, "fixed", device)
-    backend = Population(NetworkSpec.mlp(784, width, depth, 10, activation), seeds, 0.003, 0.0, device)
+    backend = Population(NetworkSpec.mlp(784, width, depth, 10, activation), seeds, SGDSettings(step_size=0.003),
+                         0.0, device)
     steps = math.ceil(examples_per_task / batch_size)
     status = ["running"] * K
 

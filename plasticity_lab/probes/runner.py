@@ -18,14 +18,11 @@ The backend interface the probes use (both Population and ReferencePopulation an
 ``example_deltas(x, y) -> (inputs [x, h1..hL], deltas [D_1..D_{L+1}])``, and
 ``train(x, y, batch_size)`` / ``take_totals()`` for timing.
 
-Learners with utilities (cbp, adapted) are found by duck typing on the learner object
-passed in, the backend, or ``backend.learner``, whichever has the method first:
-
-- ``utility_stats() -> {layer (1-based): u_hat (K, H)}``: the bias-corrected utility of
-  every unit (NaN entries, e.g. units of age 0, are ignored);
-- ``reset_counts() -> {layer (1-based): (K,)}``: CUMULATIVE number of units reset (cbp,
-  redo) or rescaled (adapted: low and high pass together) since the start of the run;
-  the probe records the per-task difference as ``units_reset``.
+Learners with utilities (cbp, adapted) are found by duck typing on the backend or
+``backend.learner``, whichever has the method first: ``utility_stats() -> {layer (1-based):
+u_hat (K, H)}``, the bias-corrected utility of every unit (NaN entries, e.g. units of age 0,
+are ignored). (The units a learner reset or rescaled during a task are the learner's per-task
+counts, which the run loop records, run.py.)
 """
 
 from __future__ import annotations
@@ -51,18 +48,16 @@ def _sync(device: torch.device) -> None:
 
 
 class ProbeRunner:
-    """Evaluates the configured probes for all K members; see the module docstring."""
-
-    _member_state = ("_prev_resets",)  # carried through checkpoints (engine/state.py)
+    """Evaluates the configured probes for all K members; see the module docstring. Probes keep
+    no per-member state (a resumed run's probes start afresh)."""
 
     def __init__(self, settings: ProbeSettings, stream, backend, recorders, steps_per_task: int,
-                 heldout: tuple[torch.Tensor, torch.Tensor] | None = None, learner=None):
+                 heldout: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.settings = settings
         self.stream = stream
         self.backend = backend
         self.recorders = recorders
         self.steps_per_task = steps_per_task
-        self.learner = learner
         self.device = torch.device(stream.device)
         self.heldout = None
         if heldout is not None:
@@ -72,7 +67,6 @@ class ProbeRunner:
         if settings.forgetting.enabled and self.heldout is None:
             raise ValueError("the forgetting probe needs held-out images (heldout=(images, labels))")
         self.costs: dict[str, float] = {}  # probe -> seconds of its latest evaluation
-        self._prev_resets: dict[int, torch.Tensor] | None = None
         self._train_start: float | None = None
         self._task_cache: dict = {}
         self._failed: set[str] = set()
@@ -89,19 +83,17 @@ class ProbeRunner:
         self._train_start = time.perf_counter()
 
     def finish(self, num_tasks: int, status: list[str]) -> None:
-        """After the last task: its wall time and reset counts, then the final probe (task = num_tasks)."""
+        """After the last task: its wall time, then the final probe (task = num_tasks)."""
         self._after_training(num_tasks - 1, status, time.perf_counter())
         if self.settings.final:
             self._run(num_tasks, status, final=True)
 
     # ------------------------------------------------------------------ plumbing
     def _after_training(self, task: int, status, now: float) -> None:
-        """Rows about the task just trained: wall_time_task and units_reset (task = that task)."""
+        """The row about the task just trained: wall_time_task (task = that task)."""
         if self.settings.timing.wall_time and self._train_start is not None:
             self._add(task, "wall_time_task", [now - self._train_start] * len(self.recorders), "", status,
                       step=(task + 1) * self.steps_per_task)
-        if self.settings.utility.enabled:
-            self._guard("units_reset", self._units_reset, task, status)
 
     def _run(self, task: int, status, final: bool) -> None:
         if not any(s == "running" for s in status):
@@ -165,7 +157,7 @@ class ProbeRunner:
         return self._task_cache["features"]
 
     def _source(self, method: str):
-        for obj in (self.learner, self.backend, getattr(self.backend, "learner", None)):
+        for obj in (self.backend, getattr(self.backend, "learner", None)):
             if obj is not None and callable(getattr(obj, method, None)):
                 return getattr(obj, method)
         return None
@@ -207,17 +199,6 @@ class ProbeRunner:
                 continue
             for metric, v in M.utility_summary(u_hat).items():
                 self._add(task, metric, v, int(l), status)
-
-    def _units_reset(self, task, status):
-        counts = self._source("reset_counts")
-        if counts is None:
-            return
-        now = {int(l): c.detach().to("cpu", torch.float64).clone() for l, c in counts().items()}
-        prev = self._prev_resets or {}
-        for l, c in sorted(now.items()):
-            self._add(task, "units_reset", c - prev.get(l, torch.zeros_like(c)), l, status,
-                      step=(task + 1) * self.steps_per_task)
-        self._prev_resets = now
 
     def _grams(self, task, n):
         x, y = self._examples(task, n)
@@ -313,7 +294,6 @@ class NullProbes:
     """The runner's stand-in when every probe is off."""
 
     costs: dict = {}
-    _member_state = ()
 
     def before_task(self, task, status):
         pass
@@ -323,7 +303,7 @@ class NullProbes:
 
 
 def build_probes(settings, stream, backend, recorders, images: torch.Tensor, labels: torch.Tensor,
-                 steps_per_task: int, learner=None):
+                 steps_per_task: int):
     """The probes of a run (``settings``: RunSettings): a ProbeRunner, or NullProbes if all are off.
 
     Held-out images for the forgetting probe: the LAST ``probes.forgetting.holdout`` images
@@ -340,4 +320,4 @@ def build_probes(settings, stream, backend, recorders, images: torch.Tensor, lab
             raise ValueError(f"probes.forgetting.holdout={h}: the training stream uses images 0..{stream.pool - 1} "
                              f"of {images.shape[0]}, so the last {h} are not held out")
         heldout = (images[-h:], labels[-h:])
-    return ProbeRunner(ps, stream, backend, recorders, steps_per_task, heldout, learner)
+    return ProbeRunner(ps, stream, backend, recorders, steps_per_task, heldout)

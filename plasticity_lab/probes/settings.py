@@ -17,7 +17,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ..config import SPLIT_SIZES, ConfigError, _checked, _finite, _non_negative, _one_of, _positive, _read
+from ..data.permuted import SPLIT_SIZES
+from ..schema import ConfigError, finite, non_negative, one_of, positive, read, setting, tuples
 from .metrics import METHODS
 
 
@@ -47,8 +48,8 @@ def _fraction(v):
 class Scheduled:
     """Cadence shared by every probe: every k tasks (0 = never) and/or an explicit task list."""
 
-    every: int = _checked(0, _non_negative)
-    tasks: Any = _checked((), _task_list)
+    every: int = setting(0, non_negative)
+    tasks: Any = setting((), _task_list)
 
     @property
     def enabled(self) -> bool:
@@ -62,9 +63,9 @@ class Scheduled:
 class RankProbe(Scheduled):
     """rank, effective_rank, approximate_rank, abs_approximate_rank, stable_rank per hidden layer."""
 
-    fraction: float = _checked(0.99, _finite(_fraction))  # approximate ranks: share of sum sigma^2 / sum sigma
-    rtol: Union[float, None] = _checked(None, _finite(_non_negative))  # rank: sigma > rtol * sigma_max; null = max(N, H) * eps
-    method: str = _checked("auto", _one_of(*METHODS))  # first method tried (auto: gram for float32 features); the others are fall-backs
+    fraction: float = setting(0.99, finite(_fraction))  # approximate ranks: share of sum sigma^2 / sum sigma
+    rtol: Union[float, None] = setting(None, finite(non_negative))  # rank: sigma > rtol * sigma_max; null = max(N, H) * eps
+    method: str = setting("auto", one_of(*METHODS))  # first method tried (auto: gram for float32 features); the others are fall-backs
     save_singular_values: bool = False  # also write arrays/singular_values.npz (task_<t>_layer_<l>)
 
 
@@ -72,7 +73,7 @@ class RankProbe(Scheduled):
 class ActivityProbe(Scheduled):
     """dead_units, dead_fraction, dormant_ratio, feature_norm per hidden layer."""
 
-    dormant_threshold: float = _checked(0.1, _finite(_non_negative))  # ReDo's tau
+    dormant_threshold: float = setting(0.1, finite(non_negative))  # ReDo's tau
 
 
 @dataclass(frozen=True)
@@ -82,30 +83,30 @@ class WeightsProbe(Scheduled):
 
 @dataclass(frozen=True)
 class UtilityProbe(Scheduled):
-    """utility_mean/median/min/max per hidden layer (learners that keep u_hat), units_reset per task."""
+    """utility_mean/median/min/max per hidden layer (learners that keep u_hat)."""
 
 
 @dataclass(frozen=True)
 class GradCovarianceProbe(Scheduled):
     """S x S cosine matrix of per-example gradients into arrays/grad_covariance.npz [P]."""
 
-    examples: int = _checked(50, _positive)  # S
+    examples: int = setting(50, positive)  # S
 
 
 @dataclass(frozen=True)
 class GradRankProbe(Scheduled):
     """grad_rank per linear layer and jointly [J]."""
 
-    examples: int = _checked(200, _positive)
-    fraction: float = _checked(0.99, _finite(_fraction))
+    examples: int = setting(200, positive)
+    fraction: float = setting(0.99, finite(_fraction))
 
 
 @dataclass(frozen=True)
 class ForgettingProbe(Scheduled):
     """past_task_accuracy_<j>, j = 1..previous, on held-out images (the last ``holdout`` of the split)."""
 
-    previous: int = _checked(5, _positive)
-    holdout: int = _checked(1000, _positive)
+    previous: int = setting(5, positive)
+    holdout: int = setting(1000, positive)
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,8 @@ class TimingProbe(Scheduled):
     """time_inference_b<B>, time_update_b<B> (seconds per example per member) on a scratch copy;
     wall_time_task and probe_time every task when ``wall_time``."""
 
-    batch_sizes: Any = _checked((1, 10, 100), _batch_sizes)
-    examples: int = _checked(1000, _positive)  # examples timed per batch size and mode
+    batch_sizes: Any = setting((1, 10, 100), _batch_sizes)
+    examples: int = setting(1000, positive)  # examples timed per batch size and mode
     wall_time: bool = False
 
 
@@ -129,10 +130,10 @@ PROBES: dict[str, type] = {
 class _ProbeTop:
     """The probe settings that are not a probe of their own."""
 
-    examples: int = _checked(2000, _positive)  # probe examples: the first N of each new task (at most its size)
+    examples: int = setting(2000, positive)  # probe examples: the first N of each new task (at most its size)
     final: bool = True  # also probe after the last task (as task num_tasks)
-    on_error: str = _checked("warn", _one_of("warn", "raise"))  # a failing probe: log and go on, or stop the run
-    chunk: int = _checked(500, _positive)  # examples per forward pass of a probe (bounds memory)
+    on_error: str = setting("warn", one_of("warn", "raise"))  # a failing probe: log and go on, or stop the run
+    chunk: int = setting(500, positive)  # examples per forward pass of a probe (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,6 @@ class ProbeSettings(_ProbeTop):
         return any(p.enabled for p in self.probes().values()) or self.timing.wall_time
 
 
-def _tuples(values: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-
-
 def parse_probes(node, dataset=None) -> ProbeSettings:
     """Validate the ``probes`` section (a plain dict, or None for "all off")."""
     if node is None:
@@ -174,8 +171,8 @@ def parse_probes(node, dataset=None) -> ProbeSettings:
             sub = {}
         if not isinstance(sub, dict):
             raise ConfigError(f"probes.{name}: must be a mapping of settings (every, tasks, ...)")
-        nested[name] = cls(**_tuples(_read(cls, sub, f"probes.{name}")))
-    settings = ProbeSettings(**_tuples(_read(_ProbeTop, flat, "probes")), **nested)
+        nested[name] = cls(**tuples(read(cls, sub, f"probes.{name}")))
+    settings = ProbeSettings(**tuples(read(_ProbeTop, flat, "probes")), **nested)
     if dataset is not None:
         check_holdout(settings, dataset)
     return settings

@@ -2,8 +2,9 @@
 
 Each step: forward (keeping each hidden layer's post-activations), record the loss and
 whether the prediction was right (test-then-train: the prediction of the forward pass
-BEFORE the update), backward, optimiser step, then the reset learner (reference/resets.py:
-cbp, adapted, shrink_perturb, redo) with that forward pass's activations.
+BEFORE the update), backward (of the loss plus the learner's ``loss_term``), the learner's
+``transform_gradients``, the optimiser's step, then the learner's ``after_step`` with that forward
+pass's activations (reference/learners/: cbp, adapted, shrink_perturb, redo, ...).
 L2 is the optimiser's coupled weight decay on all weights and biases:
 theta <- theta - alpha (g + lambda theta). Optimisers: torch.optim.SGD (optional momentum)
 or ReadableAdam (torch.optim.Adam's algorithm with per-element step counts, reference/optim.py).
@@ -16,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..activations import get_activation
-from ..network import NetworkSpec, initial_parameters
-from .optim import ReadableAdam
+from ..network import NORMS, NetworkSpec, initial_parameters
+from ..engine.optim import SGDSettings
+from .optim import make_optimizer
 
-
-NORMS = ("none", "batch", "layer")
 
 
 def build_mlp(spec: NetworkSpec, seed: int, norm: str = "none") -> nn.Sequential:
@@ -50,14 +50,13 @@ def build_mlp(spec: NetworkSpec, seed: int, norm: str = "none") -> nn.Sequential
 class ReferenceLearner:
     """One network trained online; ``step`` returns (summed loss, number correct).
 
-    ``optimizer``: 'sgd' (with ``momentum``) or 'adam' (``betas``, ``eps``); ``learner``: a
-    reset learner from reference/resets.py (constructed with its hyperparameters) or None.
+    ``optimizer``: its optimiser settings (engine/optim.py ``OPTIMIZERS``: the step size and the
+    optimiser's options); ``weight_decay``: the coupled weight decay (the learner's); ``learner``: a
+    readable learner from reference/learners/ (constructed with its hyperparameters) or None.
     """
 
-    def __init__(self, spec: NetworkSpec, seed: int, step_size: float, weight_decay: float = 0.0,
-                 device="cpu", optimizer: str = "sgd", momentum: float = 0.0, betas=(0.9, 0.999),
-                 eps: float = 1e-8, learner=None, dtype=torch.float32, loss: str = "cross_entropy",
-                 norm: str = "none"):
+    def __init__(self, spec: NetworkSpec, seed: int, optimizer=SGDSettings(), weight_decay: float = 0.0,
+                 device="cpu", learner=None, dtype=torch.float32, loss: str = "cross_entropy", norm: str = "none"):
         if loss not in ("cross_entropy", "squared_error"):
             raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, squared_error")
         self.spec = spec
@@ -73,14 +72,7 @@ class ReferenceLearner:
                 seen += 1
             elif not isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)) and seen <= spec.num_hidden:
                 self._feature_at.add(i)
-        if optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=step_size, momentum=momentum,
-                                             weight_decay=weight_decay)
-        elif optimizer == "adam":
-            self.optimizer = ReadableAdam(self.net.parameters(), lr=step_size, betas=betas, eps=eps,
-                                          weight_decay=weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {optimizer!r}; known: sgd, adam")
+        self.optimizer = make_optimizer(self.net.parameters(), optimizer, weight_decay)
         self.learner = learner
         if learner is not None:
             learner.setup(self)
@@ -102,7 +94,10 @@ class ReferenceLearner:
             loss = F.cross_entropy(logits, y)
             correct = int((logits.argmax(dim=-1) == y).sum())
         self.optimizer.zero_grad()
-        loss.backward()
+        term = self.learner.loss_term() if self.learner is not None else None
+        (loss if term is None else loss + term).backward()
+        if self.learner is not None:
+            self.learner.transform_gradients()
         self.optimizer.step()
         if self.learner is not None:
             self.learner.after_step(features)

@@ -1,4 +1,5 @@
-"""A small readable Adam with per-element step counts (SPEC 3.4 step 8, 3.8).
+"""The reference's optimisers from their settings (SPEC 3.8): torch.optim.SGD, and a small
+readable Adam with per-element step counts (SPEC 3.4 step 8).
 
 torch.optim.Adam keeps one step count per parameter tensor, but CBP and ReDo restart the
 optimiser state of single units: their moments AND their step counts go back to 0 ([D]'s
@@ -52,3 +53,14 @@ def zero_unit_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, index
     for value in optimizer.state.get(param, {}).values():
         if isinstance(value, torch.Tensor) and value.shape == param.shape:
             value.index_fill_(dim, index, 0.0)
+
+
+def make_optimizer(params, settings, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The optimiser of one reference network for its optimiser settings (engine/optim.py
+    ``OPTIMIZERS``) and its learner's coupled weight decay: torch.optim.SGD, or ReadableAdam."""
+    if settings.name == "sgd":
+        return torch.optim.SGD(params, lr=settings.step_size, momentum=settings.momentum, weight_decay=weight_decay)
+    if settings.name == "adam":
+        return ReadableAdam(params, lr=settings.step_size, betas=settings.betas, eps=settings.eps,
+                            weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {settings.name!r}; known: sgd, adam")

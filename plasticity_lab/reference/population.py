@@ -13,36 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..learners import declared
 from ..network import NetworkSpec
 from .learner import ReferenceLearner
-from .resets import REFERENCE_CLASSES
-
-# reference learner argument <- learner settings key (the papers' names)
-_ARGS = {
-    "cbp": ("replacement_rate", "high_replacement_rate", "decay_rate", "maturity_threshold", "util_type", "reinit",
-            "accumulate", "bias_correction"),
-    "adapted": ("c_low", "c_high", "rho_low", "rho_high", "decay_rate", "maturity_threshold", "schedule", "clip"),
-    "shrink_perturb": ("sigma", "mode", "shrink"),
-    "redo": ("reset_period", "tau"),
-}
-
-
-def reference_learner(settings):
-    """The readable reset learner for one member's parsed learner settings, or None (bp, l2)."""
-    if settings.name not in REFERENCE_CLASSES:
-        return None
-    return REFERENCE_CLASSES[settings.name](**{k: getattr(settings, k) for k in _ARGS[settings.name]})
 
 
 class ReferencePopulation:
-    """K ReferenceLearners with the engine's ``train`` / ``take_totals`` / ``take_counts`` / ``freeze`` interface."""
+    """K ReferenceLearners (``members``, one network each, of one architecture) with the engine's
+    ``train`` / ``take_totals`` / ``take_counts`` / ``freeze`` interface."""
 
-    def __init__(self, spec: NetworkSpec, seeds: list[int], step_size: list[float],
-                 weight_decay: list[float], device="cpu", dtype=torch.float32, members=None):
-        self.spec = spec
-        self.K = len(seeds)
-        self.members = members or [ReferenceLearner(spec, s, a, w, device, dtype=dtype)
-                                   for s, a, w in zip(seeds, step_size, weight_decay)]
+    def __init__(self, members: list[ReferenceLearner]):
+        self.members = list(members)
+        self.spec = self.members[0].spec
+        self.K = len(self.members)
         self.loss_sum = [0.0] * self.K
         self.correct = [0] * self.K
         self.frozen = [False] * self.K
@@ -50,17 +33,11 @@ class ReferencePopulation:
     @classmethod
     def from_settings(cls, spec: NetworkSpec, settings: list, device="cpu", dtype=torch.float32,
                       loss: str = "cross_entropy"):
-        """One ReferenceLearner per member's parsed RunSettings (optimiser, learner and
-        normalisation included)."""
-        members = []
-        for s in settings:
-            opt = s.optimizer
-            members.append(ReferenceLearner(
-                spec, s.seed, opt.step_size, s.learner.weight_decay, device, optimizer=opt.name,
-                momentum=getattr(opt, "momentum", 0.0), betas=getattr(opt, "betas", (0.9, 0.999)),
-                eps=getattr(opt, "eps", 1e-8), learner=reference_learner(s.learner), dtype=dtype,
-                loss=loss, norm=s.network.norm))
-        return cls(spec, [s.seed for s in settings], None, None, device, dtype, members=members)
+        """One ReferenceLearner per member's parsed RunSettings: its optimiser settings, its readable
+        learner (the learner's declaration, plasticity_lab/learners.py) and its normalisation."""
+        return cls([ReferenceLearner(spec, s.seed, s.optimizer, s.learner.weight_decay, device,
+                                     learner=declared()[s.learner.name].build("reference", [s.learner]),
+                                     dtype=dtype, loss=loss, norm=s.network.norm) for s in settings])
 
     def train(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1) -> None:
         for k, member in enumerate(self.members):

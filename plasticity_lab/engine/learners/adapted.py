@@ -30,15 +30,86 @@ with rate 0: its ages and utilities stay 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 import torch
 
-from ...config import ADAPTED_SCHEDULES, PER_PASS_CLIP
+from ...activations import ACTIVATIONS
+from ...learners import Learner, LearnerSettings
+from ...schema import (DECAY, PER_LAYER, PER_MEMBER, PRESET, UNIT_INTERVAL, ConfigError, finite, non_negative,
+                       one_of, positive, setting)
+from ..state import PARTS
 from .base import Maturity, UtilityLearner, chosen_units, how_many, lowest_first, per_member_layer
 
 SIDES = ("low", "high")
+# [P]'s strategies (SPEC 3.5): per hidden layer c_low, c_high, rho_low, rho_high
+ADAPTED_STRATEGIES = {
+    "relu": dict(c_low=-0.5, c_high=0.5, rho_low=1e-4, rho_high=1e-5),
+    "tanh": dict(c_low=0.5, c_high=0.2, rho_low=1e-5, rho_high=1e-6),
+    "none": dict(c_low=1.0, c_high=1.0, rho_low=0.0, rho_high=0.0),
+}
+OPPOSITE_FAMILY = {"relu": "tanh", "tanh": "relu"}
+ADAPTED_SCHEDULES = ("per_step", "per_pass")
+# schedule per_pass ([P]'s "modified cfg" code, SPEC 5): after each pass, a layer in which a unit was
+# rescaled has its weights clamped to [-5, 5] and its biases to [-10, 10]
+PER_PASS_CLIP = {"weights": 5.0, "biases": 10.0}
+
+
+def strategy_per_layer(strategy: str, activations) -> list[str]:
+    """The fixed strategy of each hidden layer: matched = the layer's activation family
+    (activations.py: relu-family -> relu, tanh/sigmoid-family -> tanh), opposite = the other one."""
+    families = [ACTIVATIONS[a].family for a in activations]
+    if strategy == "matched":
+        return families
+    if strategy == "opposite":
+        return [OPPOSITE_FAMILY[f] for f in families]
+    return [strategy] * len(families)
+
+
+@dataclass(frozen=True)
+class AdaptedSettings(LearnerSettings):
+    """Activation-adapted low/high utility rescaling (SPEC 3.5) [P]. c_low, c_high, rho_low,
+    rho_high: null = from ``reset_strategy``; a number or a per-layer list (null entries =
+    from the strategy) overrides it.
+
+    ``schedule``: ``per_step`` (the published code, SPEC 3.5): one age / utility update per
+    step, then the two passes, then every hidden layer clamped to [-clip, clip]; ``per_pass``
+    ([P]'s "modified cfg" code, SPEC 5): each pass (low, then high) ages the units and updates
+    the utility again before choosing, and a layer in which it rescaled a unit is clamped to
+    ``PER_PASS_CLIP`` (weights 5, biases 10); there ``clip`` is on (10, the default) or off (null).
+    """
+
+    name: str = "adapted"
+    reset_strategy: str = setting("matched", one_of("relu", "tanh", "matched", "opposite", "none"), role=PRESET,
+                                  label="Reset strategy")
+    c_low: Any = setting(None, role=PER_LAYER, allow_null=True, label="c_low")
+    c_high: Any = setting(None, role=PER_LAYER, allow_null=True, label="c_high")
+    rho_low: Any = setting(None, UNIT_INTERVAL, role=PER_LAYER, allow_null=True, label="ρ_low (per step)")
+    rho_high: Any = setting(None, UNIT_INTERVAL, role=PER_LAYER, allow_null=True, label="ρ_high (per step)")
+    decay_rate: Any = setting(0.99, DECAY, role=PER_LAYER, label="Utility decay η")
+    maturity_threshold: Any = setting(100, non_negative, role=PER_LAYER, integer=True,
+                                      label="Maturity threshold m (steps)")
+    schedule: str = setting("per_step", one_of(*ADAPTED_SCHEDULES))
+    clip: Union[float, None] = setting(10.0, finite(positive), role=PER_MEMBER, label="Clip bound")
+    weight_decay: float = setting(0.0, finite(non_negative), role=PER_MEMBER, label="Weight decay λ")
+
+    def resolve(self, network):
+        """Per-layer values, the strategy's where none is given (``strategy_per_layer``)."""
+        if self.schedule == "per_pass" and self.clip not in (None, 10.0):
+            raise ConfigError(f"learner.clip={self.clip}: learner.schedule=per_pass clamps a rescaled layer to "
+                              f"[P]'s bounds (weights {PER_PASS_CLIP['weights']:g}, biases "
+                              f"{PER_PASS_CLIP['biases']:g}); there clip is 10 (on) or null (off). "
+                              "A clip bound of your own goes with learner.schedule=per_step")
+        resolved = super().resolve(network)
+        strategies = strategy_per_layer(self.reset_strategy, network.per_layer("activation"))
+        values = {key: tuple(float(ADAPTED_STRATEGIES[st][key] if given is None else given)
+                             for given, st in zip(getattr(resolved, key), strategies))
+                  for key in ("c_low", "c_high", "rho_low", "rho_high")}
+        return dataclasses.replace(resolved, **values)
 
 
 class AdaptedRescaling(UtilityLearner):
@@ -64,7 +135,10 @@ class AdaptedRescaling(UtilityLearner):
         self.clip = clip
         self.schedule = schedule
 
-    _member_state = ("age", "u", "acc")  # checkpointed per member (engine/state.py)
+    # checkpointed per member (engine/state.py), besides the ages: the running mean activation u
+    # (K, H) per hidden layer, the accumulators {"low": (K, L), "high": (K, L)}
+    STATE = {"u": PARTS, "acc": PARTS}
+    REBUILT = ("rates", "factors", "clip_host", "_ticks", "_pass_groups")  # from the settings
 
     def setup(self, pop) -> None:
         super().setup(pop)
@@ -220,3 +294,7 @@ class AdaptedRescaling(UtilityLearner):
             rates[k] = 0.0
         for state in (*self.age, *self.u):
             state[k].zero_()
+
+
+LEARNER = Learner(AdaptedSettings, label="Activation-adapted", order=4, engine=AdaptedRescaling,
+                  reference="AdaptedRescaling", kernel="KernelAdaptedRescaling")

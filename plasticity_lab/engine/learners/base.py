@@ -1,5 +1,22 @@
-"""What the engine's reset learners share: per-member/per-layer hyperparameters, host-side
-maturity bookkeeping, per-member generators, unit selection and per-task counts.
+"""The engine's learner interface (``EngineLearner``) and what its reset learners share:
+per-member/per-layer hyperparameters, host-side maturity bookkeeping, per-member generators,
+unit selection and per-task counts.
+
+The interface (plasticity_lab/learners.md has the whole story and worked examples):
+
+- ``setup(pop)``: create the state for the population ``pop`` of K members (constructors only
+  store hyperparameters);
+- ``transform_gradients(pop, grads)``, optional: inside the update, after the backward pass and
+  before the optimiser step, with every linear layer's loss gradient ``grads`` = [(gW (K, out, in),
+  gb (K, out))] (the gradient of the batch's mean loss, before the optimiser's weight decay), which
+  it may change in place (UPGD) or add to (L2 Init). A learner that defines it makes the population
+  materialise the gradients (no fused SGD path);
+- ``after_step(pop, fwd)``, optional: after the optimiser step, with the forward pass's tensors
+  ``fwd`` (engine/population.StepResult), e.g. to reset or rescale units (cbp, adapted, redo, S&P);
+- ``freeze(pop, k)``: member k diverged: make it inert;
+- ``COUNTS`` / ``take_counts()``: per-task counts per hidden layer (SPEC 4, ``units_reset``);
+- ``STATE`` / ``REBUILT``: the attributes checkpointed per member, and those rebuilt from the
+  settings (engine/state.py).
 
 Hyperparameters. Every numeric hyperparameter may differ per population member and (where
 the SPEC makes it per layer) per hidden layer. A constructor argument is a scalar (every
@@ -25,6 +42,7 @@ import numpy as np
 import torch
 
 from ...seeding import ALGO, UniformStream, generator
+from ..state import PARTS
 
 
 def per_member_layer(value, K: int, L: int, name: str, dtype=np.float64) -> np.ndarray:
@@ -149,18 +167,29 @@ def chosen_units(order: torch.Tensor, members: np.ndarray, n: np.ndarray, device
 
 
 class EngineLearner:
-    """Interface of an engine learner. Constructors store hyperparameters only (scikit-learn
-    style); ``setup(pop)`` creates the state for a population of K members."""
+    """Interface of an engine learner (module docstring). Constructors store hyperparameters only
+    (scikit-learn style); ``setup(pop)`` creates the state for a population of K members."""
 
     COUNTS: tuple[str, ...] = ()  # per-task count metrics this learner reports (SPEC 4)
-    _member_state: tuple[str, ...] = ()  # per-member state carried by checkpoints (engine/state.py)
+    STATE: dict = {}  # per-member state carried by checkpoints {attribute: kind} (engine/state.py)
+    # per-task counts: taken (and zeroed) at the end of every task, before any checkpoint
+    REBUILT: tuple[str, ...] = ("counts",)
 
     def setup(self, pop) -> None:
         K, L = pop.K, pop.spec.num_hidden
         self.counts = {name: np.zeros((K, L), dtype=np.int64) for name in self.COUNTS}
 
+    def transform_gradients(self, pop, grads: list) -> None:
+        """Change (in place) or add to every linear layer's loss gradient [(gW, gb)] before the
+        optimiser's step. Not defined: the learner leaves the update alone (the fused SGD path)."""
+
     def after_step(self, pop, fwd) -> None:
-        raise NotImplementedError
+        """Act after the optimiser step, with the step's forward tensors ``fwd``."""
+
+    @property
+    def transforms_gradients(self) -> bool:
+        """Whether this learner acts inside the update (it defines ``transform_gradients``)."""
+        return type(self).transform_gradients is not EngineLearner.transform_gradients
 
     def take_counts(self) -> dict:
         """{metric: (K, L) int64 array} since the last call; resets them."""
@@ -178,6 +207,10 @@ class UtilityLearner(EngineLearner):
     (cbp, adapted): bias-corrected utilities for the probes, and the host-side maturity
     schedule rebuilt from the ages after a resume. Subclasses set ``age``, ``u``, ``eta``,
     ``layers``, ``active`` and ``maturity`` in ``setup``."""
+
+    STATE = {"age": PARTS}  # the units' ages (K, H) per hidden layer
+    # from the settings (per-layer columns, masks), or recomputed every step (the bias correction)
+    REBUILT = ("eta", "one_minus_eta", "m", "m_dev", "active", "inactive", "_bc")
 
     def setup(self, pop) -> None:
         super().setup(pop)

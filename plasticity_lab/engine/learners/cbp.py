@@ -35,17 +35,96 @@ each pass that replaces units in a layer draws its own U(0, 1) keys.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
-from ...config import CBP_REINIT_GAIN
+from ...learners import Learner, LearnerSettings
 from ...network import init_weight
+from ...schema import (DECAY, PER_LAYER, PER_MEMBER, PRESET, UNIT_INTERVAL, ConfigError, finite, non_negative,
+                       one_of, setting)
 from ...seeding import COIN, REINIT, UTIL
-from .base import (UtilityLearner, Maturity, chosen_units, coin_counts, how_many, lowest_first,
-                   member_coins, member_generators, per_member_layer)
+from ..state import MEMBERS, PARTS
+from .base import (UtilityLearner, chosen_units, coin_counts, how_many, lowest_first, member_coins,
+                   member_generators, per_member_layer)
 
 UTIL_TYPES = ("contribution", "adaptable_contribution", "zero_contribution", "weight", "adaptation",
               "feature_by_input", "random")
+# reinit -> network.init_weight's gain: the layer's own (SPEC 1), or none ([P]'s CBP code, SPEC 5)
+CBP_REINIT_GAIN = {"init": None, "no_gain": 1.0}
+_RANGE = re.compile(r"(\d+|last)\.\.(\d+|last)")
+
+
+def _layers_rule(v):
+    """``layers``: all | none | last | an int | a list of 1-based indices, 'last' or ranges 'a..b'."""
+    if v in ("all", "none", "last") or (isinstance(v, int) and not isinstance(v, bool)):
+        return None
+    if isinstance(v, (list, tuple)):
+        for item in v:
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                return f"invalid entry {item!r}"
+            if isinstance(item, str) and item != "last" and not _RANGE.fullmatch(item):
+                return f"invalid entry {item!r} (use a 1-based index, 'last' or a range like '2..last')"
+        return None
+    return "must be all, none, last, or a list of 1-based hidden-layer indices / 'last' / ranges like '2..last'"
+
+
+def layers_mask(rule, depth: int, key: str = "learner.layers") -> tuple[bool, ...]:
+    """Which hidden layers (0-based mask of length ``depth``) a per-layer preset rule selects [J]."""
+    if rule == "all":
+        return (True,) * depth
+    if rule == "none":
+        return (False,) * depth
+    items = [rule] if not isinstance(rule, (list, tuple)) else list(rule)
+    chosen = set()
+
+    def index(x):
+        i = depth if x == "last" else int(x)
+        if not 1 <= i <= depth:
+            raise ConfigError(f"{key}={rule!r}: hidden layer {i} does not exist (network.depth={depth}; layers are 1..{depth})")
+        return i
+
+    for item in items:
+        match = _RANGE.fullmatch(item) if isinstance(item, str) else None
+        if match:
+            lo, hi = index(match.group(1)), index(match.group(2))
+            chosen.update(range(lo, hi + 1))
+        else:
+            chosen.add(index(item))
+    return tuple(l + 1 in chosen for l in range(depth))
+
+
+@dataclass(frozen=True)
+class CBPSettings(LearnerSettings):
+    """Continual Backpropagation (SPEC 3.4) [D]; per-layer rates and presets [J]; [P]'s second,
+    high-utility pass (``high_replacement_rate``) and its re-initialisation without the activation
+    gain (``reinit: no_gain``) (SPEC 5, "Preset fidelity"). conf/learner/cbp.yaml documents each."""
+
+    name: str = "cbp"
+    replacement_rate: Any = setting(1e-4, UNIT_INTERVAL, role=PER_LAYER, label="Replacement rate ρ (per step)")
+    high_replacement_rate: Any = setting(0.0, UNIT_INTERVAL, role=PER_LAYER,
+                                         label="High-utility replacement rate ρ_high (per step)")
+    decay_rate: Any = setting(0.99, DECAY, role=PER_LAYER, label="Utility decay η")
+    maturity_threshold: Any = setting(100, non_negative, role=PER_LAYER, integer=True,
+                                      label="Maturity threshold m (steps)")
+    util_type: str = setting("adaptable_contribution", one_of(*UTIL_TYPES))
+    reinit: str = setting("init", one_of(*CBP_REINIT_GAIN))
+    accumulate: bool = setting(True)
+    bias_correction: bool = setting(False)
+    layers: Any = setting("all", _layers_rule, role=PRESET)  # which hidden layers CBP acts on (cbp_layers presets)
+    weight_decay: float = setting(0.0, finite(non_negative), role=PER_MEMBER, label="Weight decay λ")
+
+    def resolve(self, network):
+        """Per-layer values, and rates 0 (both passes) on the hidden layers ``layers`` leaves out."""
+        mask = layers_mask(self.layers, network.depth)
+        resolved = super().resolve(network)
+        rates = {key: tuple(r if on else 0.0 for r, on in zip(getattr(resolved, key), mask))
+                 for key in ("replacement_rate", "high_replacement_rate")}
+        return dataclasses.replace(resolved, **rates)
 
 
 class ContinualBackprop(UtilityLearner):
@@ -82,7 +161,12 @@ class ContinualBackprop(UtilityLearner):
         self.bias_correction = bias_correction
 
     # ------------------------------------------------------------------ state
-    _member_state = ("age", "f", "u", "acc", "acc_high", "reinit_gen", "util_gen", "coins")  # checkpointed per member
+    STATE = {  # checkpointed per member (engine/state.py), besides the ages
+        "f": PARTS, "u": PARTS,  # running mean activation and utility, (K, H) per hidden layer
+        "acc": MEMBERS, "acc_high": MEMBERS,  # fractional replacements carried over (K, L), low and high pass
+        "reinit_gen": MEMBERS, "util_gen": MEMBERS, "coins": MEMBERS,  # the members' ALGO generators
+    }
+    REBUILT = ("rho", "rho_high", "_abs_buf")  # from the settings; scratch
 
     def setup(self, pop) -> None:
         super().setup(pop)
@@ -214,4 +298,6 @@ class ContinualBackprop(UtilityLearner):
         for state in (*self.age, *self.u, *self.f):
             state[k].zero_()
 
-    # ------------------------------------------------------------------ inspection
+
+LEARNER = Learner(CBPSettings, label="Continual Backprop", order=3, engine=ContinualBackprop,
+                  reference="ContinualBackprop", kernel="KernelContinualBackprop")

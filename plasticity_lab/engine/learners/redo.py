@@ -14,14 +14,30 @@ The 1e-9 is Sokar et al.'s guard against an all-dead layer (then every unit scor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
+from ...learners import Learner, LearnerSettings
 from ...network import init_weight
+from ...schema import PER_LAYER, PER_MEMBER, finite, non_negative, positive, setting
 from ...seeding import REINIT
+from ..state import MEMBERS, PARTS
 from .base import EngineLearner, member_generators, per_member_layer
 
 EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class ReDoSettings(LearnerSettings):
+    """ReDo (SPEC 3.6, Sokar et al. 2023): every reset_period steps recycle units with score <= tau."""
+
+    name: str = "redo"
+    reset_period: int = setting(100, positive, role=PER_MEMBER, label="Reset period (steps)")
+    tau: Any = setting(0.1, non_negative, role=PER_LAYER, label="Dormancy threshold τ")
+    weight_decay: float = setting(0.0, finite(non_negative), role=PER_MEMBER, label="Weight decay λ")
 
 
 class ReDo(EngineLearner):
@@ -32,7 +48,11 @@ class ReDo(EngineLearner):
     def __init__(self, reset_period=100, tau=0.1):
         self.reset_period, self.tau = reset_period, tau
 
-    _member_state = ("act_sum", "examples", "reinit_gen")  # checkpointed per member (engine/state.py)
+    # checkpointed per member (engine/state.py): the |activation| sums (K, H) per hidden layer and the
+    # number of examples since the last check, the re-initialisation generators
+    STATE = {"act_sum": PARTS, "examples": MEMBERS, "reinit_gen": MEMBERS}
+    # from the settings; this task's recycled units (taken into the counts at every task's end)
+    REBUILT = ("period", "tau_dev", "_reset_counts")
 
     def setup(self, pop) -> None:
         super().setup(pop)
@@ -79,3 +99,6 @@ class ReDo(EngineLearner):
 
     def freeze(self, pop, k: int) -> None:
         self.tau_dev[k] = -1.0  # no score is <= -1: nothing is recycled any more
+
+
+LEARNER = Learner(ReDoSettings, label="ReDo", order=5, engine=ReDo, reference="ReDo")

@@ -15,13 +15,30 @@ plasticity by Dohare et al., Nature 2024 [D].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from ...learners import Learner, LearnerSettings
+from ...schema import PER_MEMBER, UNIT_INTERVAL, finite, non_negative, one_of, setting
 from ...seeding import NOISE
+from ..state import MEMBERS, PARTS
 from .base import EngineLearner, member_generators, per_member_layer
 
 MODES = ("noise", "toward_init")
+
+
+@dataclass(frozen=True)
+class ShrinkPerturbSettings(LearnerSettings):
+    """Shrink and Perturb (SPEC 3.3): weight decay plus N(0, sigma^2) noise on every weight and
+    bias after every step (mode noise, [D]), or theta <- s theta + (1 - s) theta_init (mode toward_init)."""
+
+    name: str = "shrink_perturb"
+    mode: str = setting("noise", one_of(*MODES))
+    weight_decay: float = setting(1e-4, finite(non_negative), role=PER_MEMBER, label="Weight decay λ")
+    sigma: float = setting(1e-5, finite(non_negative), role=PER_MEMBER, label="Perturbation σ")
+    shrink: float = setting(0.99999, finite(UNIT_INTERVAL), role=PER_MEMBER, label="Shrink s")
 
 
 class ShrinkPerturb(EngineLearner):
@@ -32,7 +49,9 @@ class ShrinkPerturb(EngineLearner):
             raise ValueError(f"mode={mode!r}; known: {list(MODES)}")
         self.sigma, self.mode, self.shrink = sigma, mode, shrink
 
-    _member_state = ("noise_gen", "init_W", "init_b")  # checkpointed per member (engine/state.py)
+    # checkpointed per member (engine/state.py): the noise generators, the initial weights and biases
+    STATE = {"noise_gen": MEMBERS, "init_W": PARTS, "init_b": PARTS}
+    REBUILT = ("sigma_host", "sigma_dev", "pull", "noise_W", "noise_b")  # from the settings; noise scratch
 
     def setup(self, pop) -> None:
         super().setup(pop)
@@ -80,3 +99,7 @@ class ShrinkPerturb(EngineLearner):
                 buf[k].zero_()
         else:
             self.pull[k] = 0.0
+
+
+LEARNER = Learner(ShrinkPerturbSettings, label="Shrink & Perturb", order=2, engine=ShrinkPerturb,
+                  reference="ShrinkPerturb")

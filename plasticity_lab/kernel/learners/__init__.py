@@ -18,9 +18,11 @@ runs train on the torch engine (kernel/support.py).
 
 from __future__ import annotations
 
+from ...learners import declared
 from .adapted import KernelAdaptedRescaling
 from .cbp import KernelContinualBackprop
 
-KERNEL_LEARNER_CLASSES = {"cbp": KernelContinualBackprop, "adapted": KernelAdaptedRescaling}
+#: {learner name: kernel class}, from the learners' declarations (plasticity_lab/learners.py)
+KERNEL_LEARNER_CLASSES = {name: d.implementation("kernel") for name, d in declared().items() if d.kernel}
 
 __all__ = ["KERNEL_LEARNER_CLASSES", "KernelAdaptedRescaling", "KernelContinualBackprop"]

@@ -28,8 +28,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ...config import PER_PASS_CLIP
-from ...engine.learners.adapted import AdaptedRescaling
+from ...engine.learners.adapted import PER_PASS_CLIP, AdaptedRescaling
 from ..codes import CLIP_EVERY_STEP, CLIP_NONE, F_CLIP, F_PER_PASS, H_CLIP, LEARNER_ADAPTED
 from ..jit import INLINE, JIT
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
@@ -232,6 +231,7 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
     """The engine's AdaptedRescaling with its ages and utilities in the kernel's flat (K, units) arrays."""
 
     LEARNER_CODE = LEARNER_ADAPTED
+    REBUILT = ("factors_np", "_none")  # from the settings; empty placeholders
 
     def setup(self, pop) -> None:
         super().setup(pop)

@@ -98,6 +98,9 @@ class KernelLearner:
     and the methods below."""
 
     LEARNER_CODE = LEARNER_NONE
+    # units: the storage of the per-unit state (checkpointed through its views, engine/state.py);
+    # lp: the per-layer parameters from the settings
+    REBUILT = ("units", "lp")
 
     def _kernel_setup(self, pop, slots: tuple[str, ...], rate_a: np.ndarray, rate_b=0.0) -> None:
         """After the engine learner's ``setup``: its per-unit state ``slots`` (e.g. age, f, u, each

@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ...config import CBP_REINIT_GAIN
-from ...engine.learners.cbp import UTIL_TYPES, ContinualBackprop
+from ...engine.learners.cbp import CBP_REINIT_GAIN, UTIL_TYPES, ContinualBackprop
 from ..codes import F_ACCUMULATE, F_BIAS_CORRECTION, F_NEED_IN, F_NEED_OUT, F_UTIL, LEARNER_CBP, NUM_FLAGS, NUM_HYPER
 from ..draws import ReadAhead
 from ..jit import INLINE, JIT
@@ -287,6 +286,8 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
     and its REINIT and UTIL generators read ahead (kernel/draws.py) for the compiled replacements."""
 
     LEARNER_CODE = LEARNER_CBP
+    # the |w| sums the utilities need (recomputed from the weights at every chunk start); a placeholder
+    REBUILT = ("abs_sums", "_no_acc")
 
     def setup(self, pop) -> None:
         super().setup(pop)
