@@ -12,10 +12,13 @@ LEARNERS = {
     "cbp": "Continual Backprop",
     "adapted": "Activation-adapted",
     "redo": "ReDo",
+    "l2_init": "L2 Init",
+    "upgd": "UPGD",
 }
 
 #: setting (config key's last component) -> axis / header label
 SETTINGS = {
+    "beta_utility": "Utility decay β_utility",
     "betas": "Adam β1, β2",
     "c_high": "c_high",
     "c_low": "c_low",
@@ -23,6 +26,7 @@ SETTINGS = {
     "decay_rate": "Utility decay η",
     "eps": "Adam ε",
     "high_replacement_rate": "High-utility replacement rate ρ_high (per step)",
+    "lambda": "L2 Init λ",
     "maturity_threshold": "Maturity threshold m (steps)",
     "momentum": "Momentum",
     "replacement_rate": "Replacement rate ρ (per step)",

@@ -44,7 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # run first, whole (every implementation's tests); then, for an implementation not caught, its last resort with -x
-FIRST = ("tests/test_oracles.py", "tests/test_member_state.py")
+FIRST = ("tests/test_oracles.py", "tests/test_member_state.py", "tests/test_l2_init.py", "tests/test_upgd.py")
 LAST_RESORT = {"engine": "tests/test_learners.py", "reference": "tests/test_learners.py",
                "kernel": "tests/test_kernel.py"}
 TESTS = FIRST + tuple(sorted(set(LAST_RESORT.values())))
@@ -53,12 +53,14 @@ IMPLEMENTATIONS = tuple(LAST_RESORT)
 ENGINE = "plasticity_lab/engine/learners/"
 CBP, ADAPTED, BASE = ENGINE + "cbp.py", ENGINE + "adapted.py", ENGINE + "base.py"
 REDO, SP, OPTIM = ENGINE + "redo.py", ENGINE + "shrink_perturb.py", "plasticity_lab/engine/optim.py"
+L2_INIT, UPGD = ENGINE + "l2_init.py", ENGINE + "upgd.py"
 REFERENCE = "plasticity_lab/reference/learners/"
 REF_CBP, REF_ADAPTED, REF_BASE = REFERENCE + "cbp.py", REFERENCE + "adapted.py", REFERENCE + "base.py"
 REF_REDO, REF_SP, REF_OPTIM = REFERENCE + "redo.py", REFERENCE + "shrink_perturb.py", "plasticity_lab/reference/optim.py"
 KERNEL = "plasticity_lab/kernel/"
 KCBP, KADAPTED, KBASE = KERNEL + "learners/cbp.py", KERNEL + "learners/adapted.py", KERNEL + "learners/base.py"
 KSTEP, KPOP = KERNEL + "step.py", KERNEL + "population.py"
+REF_L2_INIT, REF_UPGD = REFERENCE + "l2_init.py", REFERENCE + "upgd.py"
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,31 @@ MUTANTS = [
     _m("kernel: the per-step clip not fused into the update",
        (KSTEP, "do_clamp and B == 1, tracking", "False, tracking")),
     _m("kernel: read-ahead draws not synced before a checkpoint", (KPOP, "        if self.learner is not None:\n            self.learner.sync_draws(k)\n", "")),
+    # ---- L2 Init (Kumar et al. 2023)
+    _m("l2_init: gradient lambda (theta - theta_0), not the loss's 2 lambda (theta - theta_0)",
+       (L2_INIT, "torch.tensor(2.0 * lam,", "torch.tensor(lam,"),
+       (REF_L2_INIT, "return self.lambda_ * sum(", "return 0.5 * self.lambda_ * sum(")),
+    _m("l2_init: pulled toward 0, not toward the initial parameters",
+       (L2_INIT, "gW.addcmul_(torch.sub(pop.W[l], self.init_W[l])", "gW.addcmul_(pop.W[l]"),
+       (L2_INIT, "gb.addcmul_(torch.sub(pop.b[l], self.init_b[l])", "gb.addcmul_(pop.b[l]"),
+       (REF_L2_INIT, "((p - p0) ** 2)", "(p ** 2)")),
+    # ---- UPGD (Elsayed & Mahmood 2024)
+    _m("upgd: utility +g w instead of -g w",
+       (UPGD, "self.one_minus_beta.view(shape), value=-1.0)", "self.one_minus_beta.view(shape), value=1.0)"),
+       (REF_UPGD, "instantaneous = -w.grad * w", "instantaneous = w.grad * w")),
+    _m("upgd: u_hat without bias correction",
+       (UPGD, "s = torch.div(u, bias_correction.view(shape)).div_(eta.view(shape))", "s = torch.div(u, eta.view(shape))"),
+       (REF_UPGD, "torch.sigmoid(u / bias_correction / eta)", "torch.sigmoid(u / eta)")),
+    _m("upgd: eta the last layer's largest utility, not the network's",
+       (UPGD, "eta = largest if eta is None else torch.maximum(eta, largest)", "eta = largest"),
+       (REF_UPGD, "eta = max(u.max() for u in self.running)", "eta = self.running[-1].max()")),
+    _m("upgd: noise not gated by 1 - s",
+       (UPGD, "            g.addcmul_(noise.to(pop.dtype), self.sigma_dev.view(shape))\n"
+              "            g.mul_(s.neg_().add_(1.0))\n",
+        "            g.mul_(s.neg_().add_(1.0))\n"
+        "            g.addcmul_(noise.to(pop.dtype), self.sigma_dev.view(shape))\n"),
+       (REF_UPGD, "(w.grad + noise * self.sigma) * (1 - scaled_utility)",
+        "w.grad * (1 - scaled_utility) + noise * self.sigma")),
     # ---- checkpoints (the engine declares per-member state, engine/state.py; the reference checkpoints whole members)
     _m("checkpoint (engine): cbp's coin stream dropped", (CBP, '"util_gen": MEMBERS, "coins": MEMBERS,', '"util_gen": MEMBERS,')),
     _m("checkpoint (engine): cbp's high-pass accumulator dropped", (CBP, '"acc": MEMBERS, "acc_high": MEMBERS,', '"acc": MEMBERS,')),
@@ -270,6 +297,10 @@ MUTANTS = [
     _m("checkpoint (engine): cbp's random-utility generator dropped", (CBP, 'MEMBERS, "util_gen": MEMBERS, "coins"', 'MEMBERS, "coins"')),
     _m("checkpoint (engine): redo's re-init generator dropped", (REDO, '"examples": MEMBERS, "reinit_gen": MEMBERS}', '"examples": MEMBERS}')),
     _m("checkpoint (engine): S&P's noise generator dropped", (SP, '{"noise_gen": MEMBERS, "init_W": PARTS, "init_b": PARTS}', '{"init_W": PARTS, "init_b": PARTS}')),
+    _m("checkpoint (engine): UPGD's running utilities dropped",
+       (UPGD, 'STATE = {"u_W": PARTS, "u_b": PARTS, "noise_gen": MEMBERS}', 'STATE = {"noise_gen": MEMBERS}')),
+    _m("checkpoint (engine): UPGD's noise generator dropped",
+       (UPGD, 'STATE = {"u_W": PARTS, "u_b": PARTS, "noise_gen": MEMBERS}', 'STATE = {"u_W": PARTS, "u_b": PARTS}')),
     _m("checkpoint (engine): Adam's per-row/column reset steps dropped",
        (OPTIM, '{"m": PARTS, "v": PARTS, "row_reset": PARTS, "col_reset": PARTS}', '{"m": PARTS, "v": PARTS}')),
 ]

@@ -9,8 +9,9 @@ kernel. To check another backend, write one more class with these methods and ad
 
 Interface (one network; hidden layer ``l`` is 0-based; per-layer hyperparameters are lists):
 
-- ``Impl(spec, learner, hyperparameters, seed=0, optimizer='sgd', step_size=0.01, dtype=float64, **opt)``
-  (``opt``: the optimiser's other settings, e.g. momentum, betas)
+- ``Impl(spec, learner, hyperparameters, seed=0, optimizer='sgd', step_size=0.01, dtype=float64,
+  weight_decay=0.0, **opt)`` (``weight_decay``: the learner's coupled weight decay; ``opt``: the
+  optimiser's other settings, e.g. momentum, betas)
 - ``set_parameters([(W, b), ...])`` / ``parameters()``: every linear layer's weights and biases;
 - ``set_unit_state(name, l, values)`` / ``unit_state(name, l)``: per-unit ``age``, ``f``, ``u``;
 - ``set_accumulator(l, value, side=None)`` / ``accumulator(l, side=None)``: the fractional
@@ -76,11 +77,12 @@ def _accumulators(learner, side):
 
 class _Impl:
     def __init__(self, spec, learner, hyperparameters, seed=0, optimizer="sgd", step_size=0.01,
-                 dtype=torch.float64, **opt):
+                 dtype=torch.float64, weight_decay=0.0, **opt):
         self.args = (spec, learner, dict(hyperparameters))
-        self.kwargs = dict(seed=seed, optimizer=optimizer, step_size=step_size, dtype=dtype, **opt)
+        self.kwargs = dict(seed=seed, optimizer=optimizer, step_size=step_size, dtype=dtype, weight_decay=weight_decay,
+                           **opt)
         self.spec, self.dtype = spec, dtype
-        self._build(spec, learner, dict(hyperparameters), seed, optimizer, step_size, dtype, **opt)
+        self._build(spec, learner, dict(hyperparameters), seed, optimizer, step_size, dtype, weight_decay, **opt)
 
     def restored(self, state):
         """A fresh implementation with the same settings, resumed from ``checkpoint()``'s state."""
@@ -97,12 +99,13 @@ class EngineImpl(_Impl):
 
     name = "engine"
 
-    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
+    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, weight_decay, **opt):
         # a per-layer list is one member's value: the engine takes one entry per member
         hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
-        self.learner = declared()[learner].engine(**hyper)
-        self.pop = Population(spec, [seed], optimizer_settings(optimizer, step_size=step_size, **opt), dtype=dtype,
-                              learner=self.learner)
+        cls = declared()[learner].engine  # None: the optimiser alone (bp, l2)
+        self.learner = cls(**hyper) if cls is not None else None
+        self.pop = Population(spec, [seed], optimizer_settings(optimizer, step_size=step_size, **opt), weight_decay,
+                              dtype=dtype, learner=self.learner)
         self._ages_set = False
 
     def set_parameters(self, params):
@@ -168,9 +171,10 @@ class ReferenceImpl(_Impl):
 
     name = "reference"
 
-    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
-        self.learner = declared()[learner].implementation("reference")(**hyper)
-        self.ref = ReferenceLearner(spec, seed, optimizer_settings(optimizer, step_size=step_size, **opt),
+    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, weight_decay, **opt):
+        cls = declared()[learner].implementation("reference")
+        self.learner = cls(**hyper) if cls is not None else None
+        self.ref = ReferenceLearner(spec, seed, optimizer_settings(optimizer, step_size=step_size, **opt), weight_decay,
                                     learner=self.learner, dtype=dtype)
 
     @torch.no_grad()
@@ -236,12 +240,12 @@ class KernelImpl(EngineImpl):
 
     name = "kernel"
 
-    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, **opt):
+    def _build(self, spec, learner, hyper, seed, optimizer, step_size, dtype, weight_decay, **opt):
         if learner not in KERNEL_LEARNER_CLASSES or optimizer != "sgd":
             pytest.skip(f"the kernel backend does not run learner={learner} with optimizer={optimizer}")
         hyper = {k: [v] if isinstance(v, (list, tuple)) else v for k, v in hyper.items()}
         self.learner = KERNEL_LEARNER_CLASSES[learner](**hyper)
-        self.pop = KernelPopulation(spec, [seed], optimizer_settings(optimizer, step_size=step_size, **opt),
+        self.pop = KernelPopulation(spec, [seed], optimizer_settings(optimizer, step_size=step_size, **opt), weight_decay,
                                     dtype=dtype, learner=self.learner)
         self._ages_set = False
 

@@ -219,8 +219,22 @@ def test_main_comparison_runs_both_ways_and_uses_the_3x100_strategies():
         assert (tanh.c_low, tanh.c_high, tanh.rho_low, tanh.rho_high) == ((0.5,) * 3, (0.2,) * 3, (1e-5,) * 3, (1e-6,) * 3)
         per_pass = _settings(name, "method=adapted_tanh", "tuned.adapted.schedule=per_pass").learner
         assert (per_pass.schedule, per_pass.clip) == ("per_pass", 10.0)
-        assert set(_methods(name)) == {"bp", "l2", "cbp", "adapted_relu", "adapted_tanh"}
+        assert set(_methods(name)) == {"bp", "l2", "cbp", "adapted_relu", "adapted_tanh", "l2_init", "upgd"}
         assert _settings(name, "method=l2").learner.weight_decay == 1e-3
+
+
+@pytest.mark.parametrize("name,step", [("purice/main_relu", 0.003), ("purice/main_tanh", 0.003), ("jucas/relu", 0.005)])
+def test_the_main_presets_add_l2_init_and_upgd_rows_with_their_stated_values(name, step):
+    """Rows the papers did not run (their headers say so): L2 Init (lambda 1e-3) and UPGD (the authors' published
+    defaults) at the preset's step size ([P]'s 0.003; [J]'s CBP / L2 step 0.005), on the engine (no kernel form)."""
+    header = (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text().split("defaults:")[0]
+    assert "NOT from" in header and "L2 Init" in header and "UPGD" in header
+    assert {"l2_init", "upgd"} <= set(_methods(name))
+    l2_init, upgd = _settings(name, "method=l2_init"), _settings(name, "method=upgd")
+    assert (l2_init.learner.name, l2_init.optimizer.step_size, l2_init.learner.lambda_) == ("l2_init", step, 1e-3)
+    assert (upgd.learner.name, upgd.optimizer.step_size) == ("upgd", step)
+    assert (upgd.learner.beta_utility, upgd.learner.sigma, upgd.learner.weight_decay) == (0.999, 1e-3, 1e-3)
+    assert l2_init.backend_used == upgd.backend_used == "population"
 
 
 @pytest.mark.parametrize("name", ["purice/main_relu", "jucas/relu", "dohare/permuted_mnist"])

@@ -178,3 +178,38 @@ def test_a_kernel_population_split_over_processes_writes_every_member(tmp_path, 
     assert sorted(json.loads((tmp_path / str(s) / "run.json").read_text())["population_size"] for s in range(3)) == [1, 2, 2]
     alone = _train([MemberJob(compose_config("debug=smoke", "seed=2"), tmp_path / "alone")], "alone", processes=2)
     assert alone[0]["mean_accuracy"] == infos[2]["mean_accuracy"]
+
+
+# What each launcher hands back to Hydra for each job: the run's summary by its task kind (plasticity_lab/tasks.py).
+RETURNS = r"""
+import json, sys
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path
+from plasticity_lab.hydra_setup import register_resolvers
+from plasticity_lab.run import run
+
+register_resolvers()
+hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(sys.argv[1]))
+batches = hydra.multirun(config_name="train", task_function=run, overrides=sys.argv[2:])
+print("RETURNS", json.dumps([r.return_value for batch in batches for r in batch]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.parametrize("launcher", ["population", "basic"])
+@pytest.mark.parametrize("dataset,summary", [(["dataset=bit_flipping", "network_depth=width_5_depth_6"], "mean_error"),
+                                             (["dataset=permuted_mnist", "dataset.images_per_task=50"], "mean_accuracy")])
+def test_every_launcher_returns_each_jobs_summary_to_hydra(tmp_path, mnist_root, launcher, dataset, summary):
+    """A packed regression job returns its mean error (a classification job its mean accuracy) as its Hydra
+    return value, the same number as its run.json."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-c", RETURNS, str(ROOT / "conf"), "debug=smoke", *dataset, "seed=0,1",
+                           f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, env={**os.environ, "PLASTICITY_LAB_DATA": str(mnist_root)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    returned = json.loads(proc.stdout.split("RETURNS ")[1])
+    runs = _runs(sweep)
+    assert returned == [runs[str(k)][summary] for k in range(2)]
+    assert all(isinstance(v, float) for v in returned) and returned[0] != returned[1]
