@@ -168,11 +168,15 @@ def whole_machine_steps_per_s(images, labels, processes: int, seconds: float = 3
 
 
 def preset_jobs(experiment: str) -> list:
-    """Every job of ``experiment``'s sweep (conf/experiment/<experiment>.yaml) as RunSettings."""
+    """Every job of ``experiment``'s sweep (conf/experiment/<experiment>.yaml) as RunSettings: the
+    paper's methods only where the preset sweeps rows the paper did not run (its reproduction target's
+    ``PAPER_METHODS``)."""
     import itertools
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
+
+    from multirun_analysis.reproduction.targets import PAPER_METHODS
 
     from .config import parse_config
     from .hydra_setup import register_resolvers
@@ -182,6 +186,8 @@ def preset_jobs(experiment: str) -> list:
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
         params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+        if experiment in PAPER_METHODS:
+            params["method"] = list(PAPER_METHODS[experiment])
         return [parse_config(compose("train", overrides=[f"experiment={experiment}"] +
                                      [f"{k}={v}" for k, v in zip(params, combo)]))
                 for combo in itertools.product(*params.values())]

@@ -26,7 +26,9 @@ from .activations import ACTIVATIONS
 from .data.permuted import SPLIT_SIZES, SUBSETS
 from .engine.optim import OPTIMIZERS
 from .learners import declared
+from .loggers import parse_loggers
 from .network import NORMS, NetworkSpec
+from .probes.settings import parse_probes
 from .schema import (PER_MEMBER, VECTORISABLE_ROLES, ConfigError, config_key, finite, non_negative, one_of,
                      positive, read, role, setting, tuples)
 
@@ -213,15 +215,13 @@ def parse_config(cfg) -> RunSettings:
             parse_objective(top["optimized_metric"], dataset.is_regression)
         except ValueError as err:
             raise ConfigError(f"optimized_metric={top['optimized_metric']}: {err}") from None
-    from .loggers import parse_loggers  # imported here: loggers builds on this module
-
     settings = RunSettings(
         **top,
         dataset=dataset,
         network=network,
         learner=learner,
         optimizer=optimizer,
-        probes=_probes(node.get("probes"), dataset),
+        probes=parse_probes(node.get("probes"), dataset),
         logger=parse_loggers(node.get("logger")),
     )
     if settings.backend == "kernel":
@@ -245,12 +245,6 @@ def _dataset(node: dict) -> DatasetSettings:
     if dataset.is_regression and dataset.bin_size is None:
         raise ConfigError(f"dataset.bin_size: missing value (steps per recorded bin of {dataset.name})")
     return dataset
-
-
-def _probes(node, dataset):
-    from .probes.settings import parse_probes  # imported here: probes.settings builds on this module
-
-    return parse_probes(node, dataset)
 
 
 def _registered(registry: dict, node: dict, section: str):

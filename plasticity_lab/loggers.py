@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from .config import ConfigError, _checked, _one_of, _read
+from .schema import ConfigError, one_of, read, setting
 
 #: The step metric of metrics whose rows are not indexed by task (run.py: ``period_error``'s
 #: row task is the period's index).
@@ -62,9 +62,9 @@ class WandbSettings:
     project: str = "plasticity_lab"
     entity: Union[str, None] = None  # W&B user or team; null: the logged-in default
     group: Union[str, None] = None  # W&B run group; null: none
-    mode: Union[str, None] = _checked(None, _one_of("online", "offline", "disabled"))  # null: WANDB_MODE / W&B's default
+    mode: Union[str, None] = setting(None, one_of("online", "offline", "disabled"))  # null: WANDB_MODE / W&B's default
     dir: Union[str, None] = None  # folder for W&B's local files; null: the run folder (<run>/wandb/)
-    tags: Any = _checked((), _string_list)  # extra tags, after method=..., seed=..., population=...
+    tags: Any = setting((), _string_list)  # extra tags, after method=..., seed=..., population=...
 
 
 #: name -> (settings class, the module it needs, the pyproject extra that installs it)
@@ -89,7 +89,7 @@ def parse_loggers(node) -> tuple:
         cls, module, extra = LOGGERS[name]
         if settings is not None and not isinstance(settings, dict):
             raise ConfigError(f"logger.{name}: expected a mapping of its settings, got {settings!r}")
-        parsed = cls(**_read(cls, settings or {}, f"logger.{name}"))
+        parsed = cls(**read(cls, settings or {}, f"logger.{name}"))
         if isinstance(parsed, WandbSettings):
             parsed = WandbSettings(**{**parsed.__dict__, "tags": tuple(parsed.tags)})
         if importlib.util.find_spec(module) is None:

@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from conftest import compose_config
 
 from multirun_analysis.reproduction import document
 from multirun_analysis.reproduction.rules import VERDICTS
-from multirun_analysis.reproduction.targets import PROVENANCE, REPORT_DIR, SCALES, TARGETS, TEST_SPLIT, target
+from multirun_analysis.reproduction.targets import (PAPER_METHODS, PROVENANCE, REPORT_DIR, SCALES, TARGETS, TEST_SPLIT,
+                                                   target)
 from multirun_analysis.synthetic import write_run
 from plasticity_lab import reproduce
+from plasticity_lab.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUE_TARGETS = {"purice-main-relu", "purice-main-tanh", "purice-twisted", "purice-grid-relu", "purice-grid-tanh",
@@ -40,6 +44,29 @@ def test_the_issue_targets_exist_at_every_scale_with_the_test_split_for_mnist():
         assert "debug=smoke" in t.scales["smoke"]
     with pytest.raises(KeyError, match="targets: purice-main-relu"):
         target("nope")
+
+
+@pytest.mark.parametrize("name", ["purice-main-relu", "purice-main-tanh", "jucas-relu"])
+def test_the_main_targets_run_the_papers_methods_only_though_their_presets_sweep_two_more(name, tmp_path):
+    """The presets also sweep L2 Init and UPGD (rows the papers did not run); the targets reproduce the
+    papers: an explicit method sweep lists exactly the paper's methods, in the preset's order, so every
+    job is the paper's method and seed it was before those rows were added (its number included)."""
+    t = TARGETS[name]
+    (sweep,) = t.sweeps
+    methods = list(PAPER_METHODS[sweep.preset])
+    preset = yaml.safe_load((ROOT / "conf" / "experiment" / f"{sweep.preset}.yaml").read_text())
+    swept = preset["hydra"]["sweeper"]["params"]["method"].split(",")
+    assert swept == methods + ["l2_init", "upgd"]
+    assert f"method={','.join(methods)}" in t.overrides(sweep, "full")
+    assert not any("l2_init" in d or "upgd" in d or "UPGD" in d for d in t.differences)
+    plan = reproduce.plan_sweep(t, sweep, "smoke", tmp_path)
+    planned = {j: s for p in plan.populations for j, s in zip(p.jobs, p.settings)}
+    assert sorted(planned) == list(range(3 * len(methods)))
+    for num, s in planned.items():
+        method, seed = methods[num // 3], num % 3
+        alone = parse_config(compose_config(f"experiment={sweep.preset}", f"method={method}", f"seed={seed}",
+                                            *t.overrides(sweep, "smoke")[:1], "debug=smoke"))
+        assert (s.seed, s.learner, s.optimizer) == (alone.seed, alone.learner, alone.optimizer), (num, method)
 
 
 def test_the_makefile_has_one_rule_for_every_target():
@@ -66,9 +93,8 @@ def test_job_ranges():
 
 # ------------------------------------------------------------ plan / project
 FULL = {  # runs, tasks, examples per task: what the papers ran (SPEC 5), on the test split for MNIST
-    # (purice-main-* and jucas-relu: the paper's rows and two more, L2 Init and UPGD, 3 seeds each)
-    "purice-main-relu": (21, 500, 10_000), "purice-main-tanh": (21, 500, 10_000), "purice-twisted": (21, 500, 10_000),
-    "purice-grid-relu": (81, 500, 10_000), "purice-grid-tanh": (81, 500, 10_000), "jucas-relu": (36, 1100, 10_000),
+    "purice-main-relu": (15, 500, 10_000), "purice-main-tanh": (15, 500, 10_000), "purice-twisted": (21, 500, 10_000),
+    "purice-grid-relu": (81, 500, 10_000), "purice-grid-tanh": (81, 500, 10_000), "jucas-relu": (30, 1100, 10_000),
     "jucas-tanh-selu": (60, 1100, 10_000), "dohare-scr": (24, 50, 20_000), "bit-flipping": (132, 75, 40_000),
 }
 
@@ -112,11 +138,11 @@ def test_the_projection_prints_network_steps_processes_and_wall_time_before_anyt
                                   log=lines.append)
     text = "\n".join(lines)
     assert status == 0
-    populations = int(re.search(r"21 runs x 2 tasks x 200 examples \(batch 1\): 8,400 network-steps in (\d+) "
+    populations = int(re.search(r"15 runs x 2 tasks x 200 examples \(batch 1\): 6,000 network-steps in (\d+) "
                                 r"population\(s\)", text).group(1))
     assert re.search(r"bp on 784 -> 3 x 100 relu -> 10, \w+ backend, \d+ member\(s\): [\d,]+ network-steps/s", text)
     assert len(re.findall(r"population of jobs #\S+: .* at [\d,]+/s = ", text)) == populations
-    assert f"total: 8,400 network-steps; processes: {min(os.cpu_count(), populations)} at a time" in text
+    assert f"total: 6,000 network-steps; processes: {min(os.cpu_count(), populations)} at a time" in text
     assert re.search(r"projected wall time: [\d.]+ (s|min)", text)
     assert text.index("projected wall time") < text.index("dry run: nothing trained")
     assert not any(tmp_path.iterdir())
@@ -138,17 +164,17 @@ def test_a_smoke_target_runs_end_to_end_through_make_resumes_and_feeds_the_docum
     first = _make("reproduce-purice-main-relu", "SCALE=smoke", args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout + first.stderr
-    assert "total: 8,400 network-steps; processes:" in out
+    assert "total: 6,000 network-steps; processes:" in out
     assert out.index("projected wall time") < out.index("running main_relu")
     scale_dir = root / "purice-main-relu" / "smoke"
     runs = sorted((scale_dir / "main_relu").glob("*/run.json"))
-    assert len(runs) == 21
+    assert len(runs) == 15
     assert {json.loads(r.read_text())["status"] for r in runs} == {"completed"}
     assert {json.loads(r.read_text())["choices"]["experiment"] for r in runs} == {"purice/main_relu"}
     assert (scale_dir / REPORT_DIR / "report.md").is_file()
     record = json.loads((scale_dir / PROVENANCE).read_text())
     assert [i["status"] for i in record["invocations"]] == ["completed"]
-    assert record["invocations"][0]["network_steps"] == 8400
+    assert record["invocations"][0]["network_steps"] == 6000
 
     again = _make("reproduce-purice-main-relu", "SCALE=smoke", args)  # the same command resumes: nothing retrains
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
