@@ -281,8 +281,8 @@ class _Training:
 
     def restore(self, states: list[dict]) -> None:
         self.backend.load_member_states([st["backend"] for st in states])
-        load_member_states(self.kind, [st["task_kind"] for st in states])
-        self.summarised = [list(st["summarised"]) for st in states]
+        load_member_states(self.kind, states)  # the task kind's STATE, at the checkpoint's top level
+        self.summarised = [list(st["accuracies"]) for st in states]
 
     def checkpoint(self, task: int) -> None:
         """Every running member's state at the start of ``task`` (after its probes), atomically."""
@@ -292,8 +292,10 @@ class _Training:
                 r.flush(force=True)
                 checkpoint.save(self.out_dirs[k], {
                     "next_task": task, "settings": self.settings_records[k], "info": r.info, "rows": r.rows,
-                    "summarised": self.summarised[k], "backend": self.backend.member_state(k),
-                    "task_kind": member_state(self.kind, k, K)})
+                    # "accuracies": each task's summarised metric (regression: its error; the name of
+                    # checkpoint format 1, kept so that checkpoints of earlier versions resume)
+                    "accuracies": self.summarised[k], "backend": self.backend.member_state(k),
+                    **member_state(self.kind, k, K)})
                 faults.point("checkpoint")
         self._last_checkpoint = time.monotonic()
 

@@ -45,9 +45,12 @@ RECORD_DIR = ".hydra"
 RECORD_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 FINISHED = ("completed", "diverged")
 #: Keys that may differ when a run is resumed or matched: they change how it runs or where it
-#: reads data from, never what it computes. Everything else must equal the recorded value.
+#: reads data from, never what it computes; ``tuned`` is read only through the interpolations of
+#: the ``method`` group into ``learner.*`` and ``optimizer.*``, which are compared resolved (so a
+#: method added to train.yaml's ``tuned`` leaves earlier runs resumable). Everything else must
+#: equal the recorded value.
 RESUME_MAY_CHANGE = ("progress_bar", "metrics_flush_seconds", "checkpoint_seconds", "num_threads", "device",
-                     "dataset.root", "dataset.download", "logger", "optimized_metric")
+                     "dataset.root", "dataset.download", "logger", "optimized_metric", "tuned")
 _MISSING = "(absent)"
 #: How long a start waits for a lock held by someone else before it refuses: long enough for a
 #: status check's probe of the lock (multirun_analysis/status.py), far shorter than any training.

@@ -227,3 +227,18 @@ def test_reference_members_are_checkpointed_whole():
                 assert torch.equal(a, b), (name, key)
                 checked += 1
     assert checked > 50
+
+
+def test_a_task_kinds_state_restores_from_plain_numbers_exactly():
+    """Regression's open-period error sum (tasks.py STATE) is a float64 per member; a checkpoint may hold
+    it as a plain number (checkpoint format 1 wrote float(...)): restored at full precision."""
+    from plasticity_lab.engine.state import load_member_states, member_state
+    from plasticity_lab.tasks import Regression
+
+    values = [10.089040224933823, 1 / 3]
+    kind = Regression(2)
+    load_member_states(kind, [{"period_sum": v} for v in values])
+    assert kind.period_sum.dtype == torch.float64 and kind.period_sum.tolist() == values
+    again = Regression(2)
+    load_member_states(again, [member_state(kind, k, 2) for k in range(2)])
+    assert again.period_sum.tolist() == values

@@ -92,6 +92,22 @@ def test_resume_refuses_changed_settings(tmp_path, mnist_root, monkeypatch):
         run_population([_job(tmp_path, "run", "seed=0", "optimizer.step_size=0.01")])
 
 
+def test_resume_ignores_tuned_values_the_run_does_not_use(tmp_path, mnist_root, monkeypatch):
+    """``tuned`` is compared through what it sets (learner.*, optimizer.*), not itself: a method added to
+    train.yaml's ``tuned`` after a run started (here: a changed unused entry) leaves it resumable, to the
+    same metrics; a changed value the run's method uses still refuses, naming the resolved key."""
+    monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
+    run_population([_job(tmp_path, "ref", "method=cbp")])
+    with monkeypatch.context() as m:
+        _interrupt_at(m, task_calls=2)
+        with pytest.raises(Interrupt):
+            run_population([_job(tmp_path, "run", "method=cbp")])
+    with pytest.raises(RunFolderError, match=r"learner.replacement_rate: recorded 0.0001, now 0.001\)"):
+        run_population([_job(tmp_path, "run", "method=cbp", "tuned.cbp.replacement_rate=1e-3")])
+    info = run_population([_job(tmp_path, "run", "method=cbp", "tuned.upgd.sigma=0.5", "+tuned.new.step_size=1")])[0]
+    assert info["resumes"] == 1 and _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
+
+
 @pytest.mark.slow
 def test_population_killed_during_its_checkpoint_round_resumes_with_the_same_call(tmp_path, mnist_root, monkeypatch):
     """Members' checkpoints at different tasks (issue 10, item 2): each resumes from its own, re-packed."""

@@ -68,8 +68,8 @@ def _paste_member(current, cuts: list):
     if current is None:  # not created yet (e.g. Adam's reset steps before a first reset): zeros elsewhere
         like = next(c for c in cuts if c is not None)
         return torch.stack([torch.zeros_like(like) if c is None else c for c in cuts])
-    if isinstance(current, torch.Tensor):
-        current.copy_(torch.stack(cuts).to(current.device, current.dtype))
+    if isinstance(current, torch.Tensor):  # (a cut-out may be a plain number: a 0-d member value)
+        current.copy_(torch.stack([torch.as_tensor(c, dtype=current.dtype) for c in cuts]).to(current.device))
         return current
     if isinstance(current, np.ndarray):
         current[...] = np.stack(cuts)
