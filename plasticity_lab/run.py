@@ -32,9 +32,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import checkpoint, faults, loggers, objective, run_folder, summary
 from .config import VECTORISABLE, ConfigError, RunSettings, parse_config, population_key
-from .data.idx import load_idx_dataset
-from .data.permuted import PermutedImageStream, shuffled_split
-from .data.regression import RegressionStream
 from .engine import Population
 from .engine.state import load_member_states, member_state
 from .hydra_setup import fail
@@ -251,17 +248,9 @@ def _run_live(members, settings, priors, resumed: bool, start_task: int, populat
 
 
 def build_stream(settings: list[RunSettings], device, dtype):
-    """(the members' data stream, the split's images, labels) — images/labels None for regression."""
-    d = settings[0].dataset
-    seeds = [s.seed for s in settings]
-    if d.is_regression:
-        return RegressionStream(seeds, d.bin_size, d.flip_after, d.target_units, d.flip_one, d.beta,
-                                device, dtype), None, None
-    images, labels = load_idx_dataset(d.source, d.split, d.root, d.download)
-    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
-    if d.shuffle_seed is not None:  # [P]: the split shuffled once, the same for every run (data/permuted.py)
-        images, labels = shuffled_split(images, labels, d.shuffle_seed)
-    return PermutedImageStream(images, labels, seeds, d.images_per_task, d.subset, device, dtype), images, labels
+    """(the members' data stream, the split's images, labels) — images/labels None for regression
+    (the task kind's ``stream``, tasks.py)."""
+    return task_kind(settings[0].dataset).stream(settings, device, dtype)
 
 
 class _Training:

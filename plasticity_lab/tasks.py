@@ -1,6 +1,7 @@
 """The kinds of task a run trains on: what classification and regression each bring to the run loop.
 
-A task kind names its loss (the backends' ``loss``: cross-entropy or squared error), trains one
+A task kind names its loss (the backends' ``loss``: cross-entropy or squared error), builds the
+members' data stream (``stream``), trains one
 task of the stream (``train``: returns the task's per-member loss sums and correct counts), turns
 a task's totals into its per-task metrics (``rows``; the first one is the value the run summarises
 and a member's divergence is judged by ``loss``), and names the summary run.json gets
@@ -20,6 +21,9 @@ from __future__ import annotations
 import torch
 
 from . import faults
+from .data.idx import load_idx_dataset
+from .data.permuted import PermutedImageStream, shuffled_split
+from .data.regression import RegressionStream
 from .engine.state import MEMBERS
 
 
@@ -39,6 +43,17 @@ class Classification:
 
     def __init__(self, K: int):
         self.K = K
+
+    @staticmethod
+    def stream(settings: list, device, dtype):
+        """(the members' permuted-image stream, the split's images, labels) (``settings``: RunSettings)."""
+        d = settings[0].dataset
+        images, labels = load_idx_dataset(d.source, d.split, d.root, d.download)
+        images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+        if d.shuffle_seed is not None:  # [P]: the split shuffled once, the same for every run (data/permuted.py)
+            images, labels = shuffled_split(images, labels, d.shuffle_seed)
+        return (PermutedImageStream(images, labels, [s.seed for s in settings], d.images_per_task, d.subset, device,
+                                    dtype), images, labels)
 
     def train(self, task: int, stream, backend, batch_size: int, add_rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Train every member on task ``task``; its (loss sums, correct counts) per member."""
@@ -69,6 +84,13 @@ class Regression:
     def __init__(self, K: int):
         self.K = K
         self.period_sum = torch.zeros(K, dtype=torch.float64)
+
+    @staticmethod
+    def stream(settings: list, device, dtype):
+        """(the members' regression stream, None, None): no image split."""
+        d = settings[0].dataset
+        return (RegressionStream([s.seed for s in settings], d.bin_size, d.flip_after, d.target_units, d.flip_one,
+                                 d.beta, device, dtype), None, None)
 
     def train(self, task: int, stream, backend, batch_size: int, add_rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Train every member on bin ``task``, cutting its chunks at period boundaries, and
