@@ -12,6 +12,7 @@ from plasticity_lab.config import ConfigError, parse_config
 from plasticity_lab.data.regression import (FLIPPING_BITS, RegressionStream, ltu_thresholds, target_network,
                                             target_outputs)
 from plasticity_lab.run import MemberJob, build_backend, build_stream, run_population
+from plasticity_lab.tasks import task_kind
 
 LEARNERS = ["bp", "l2", "cbp", "adapted", "redo", "shrink_perturb"]
 
@@ -94,7 +95,8 @@ def test_regression_datasets_compose_with_their_defaults_and_sizes():
     assert (d.target_units, d.flip_after, d.bin_size, d.flip_one, d.num_inputs, d.num_outputs) == \
         (100, 10_000, 20_000, False, 20, 1)
     d = _parse("dataset=bit_flipping", "dataset.flip_one=true").dataset
-    assert (d.name, d.target_units, d.flip_after, d.flip_one, d.loss) == ("bit_flipping", 500, 2500, True, "squared_error")
+    assert (d.name, d.target_units, d.flip_after, d.flip_one) == ("bit_flipping", 500, 2500, True)
+    assert task_kind(d).loss == "squared_error" and task_kind(d).summary_key == "mean_error"
     assert _parse("dataset=bit_flipping", "debug=smoke").dataset.bin_size == 200
 
 
