@@ -1,7 +1,5 @@
 """Every config option composes and parses; bad values fail naming the key, before training."""
 
-from pathlib import Path
-
 import pytest
 from hydra.errors import ConfigCompositionException
 

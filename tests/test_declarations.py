@@ -24,7 +24,7 @@ from plasticity_lab.kernel.support import kernel_unsupported
 from plasticity_lab.learners import argument_fields, declared
 from plasticity_lab.network import NetworkSpec
 from plasticity_lab.reference import ReferenceLearner, ReferencePopulation
-from plasticity_lab.schema import PER_LAYER, PER_MEMBER, PRESET, SHARED, config_key, defaults, role
+from plasticity_lab.schema import PER_LAYER, PER_MEMBER, PRESET, config_key, defaults, role
 
 LEARNERS = declared()
 

@@ -193,7 +193,8 @@ def test_a_smoke_target_runs_end_to_end_through_make_resumes_and_feeds_the_docum
     assert "| Tasks per run | 2 |" in section and "| Examples per task | 200 " in section
     backends = sorted({json.loads(r.read_text())["backend"] for r in runs})  # as the runs recorded it
     assert "split **test**" in section and f"| Backend / device | {', '.join(backends)} / cpu |" in section
-    assert "experiment=purice/main_relu dataset.split=test debug=smoke hydra/launcher=population" in section
+    assert ("experiment=purice/main_relu dataset.split=test method=bp,l2,cbp,adapted_relu,adapted_tanh debug=smoke "
+            "hydra/launcher=population") in section
     claims = re.findall(r"^\| \[P\] .* \| \*\*(.+?)\*\* \|", section, re.M)
     assert len(claims) == 5 and set(claims) <= set(VERDICTS) - {"not checked"}
     assert "**Not run.**" in text[text.index("## `purice-main-tanh`"):]

@@ -241,7 +241,7 @@ class PopulationLauncher(Launcher):
             returns.append(run_job(hydra_context=self.hydra_context, task_function=collect, config=sweep_config,
                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
         try:
-            infos = _train(members, f"{_job_id()}-{population[0].num}", self._processes_per_population(population))
+            _train(members, f"{_job_id()}-{population[0].num}", self._processes_per_population(population))
         except (ConfigError, RunFolderError) as err:
             for m in members:
                 remove_if_unused(m.out_dir)
