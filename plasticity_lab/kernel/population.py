@@ -53,7 +53,7 @@ class KernelPopulation(Population):
 
     # theta: the storage of W / b (checkpointed through them, engine/state.py); numpy views of it and
     # the step's work arrays; frozen: diverged members (never resumed)
-    REBUILT = ("theta", "_np", "_scratch_arrays", "_info", "frozen")
+    REBUILT = ("theta", "_np", "_scratch_arrays", "_work_space", "_info", "frozen")
 
     def __init__(self, spec: NetworkSpec, seeds: list[int], optimizer=SGDSettings(), weight_decay=0.0,
                  device="cpu", dtype=torch.float32, learner=None, loss: str = "cross_entropy"):

@@ -99,8 +99,9 @@ class KernelLearner:
 
     LEARNER_CODE = LEARNER_NONE
     # units: the storage of the per-unit state (checkpointed through its views, engine/state.py);
-    # lp: the per-layer parameters from the settings
-    REBUILT = ("units", "lp")
+    # lp, lpt: the per-layer parameters from the settings (lpt in the network's dtype); counts_np: the
+    # task's counts (taken every task); an empty placeholder
+    REBUILT = ("units", "lp", "lpt", "counts_np", "_no_factors")
 
     def _kernel_setup(self, pop, slots: tuple[str, ...], rate_a: np.ndarray, rate_b=0.0) -> None:
         """After the engine learner's ``setup``: its per-unit state ``slots`` (e.g. age, f, u, each

@@ -286,8 +286,9 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
     and its REINIT and UTIL generators read ahead (kernel/draws.py) for the compiled replacements."""
 
     LEARNER_CODE = LEARNER_CBP
-    # the |w| sums the utilities need (recomputed from the weights at every chunk start); a placeholder
-    REBUILT = ("abs_sums", "_no_acc")
+    # the |w| sums the utilities need (recomputed from the weights at every chunk start); placeholders;
+    # the read-ahead draws' rows and positions (synced into the generators before a checkpoint, kernel/draws.py)
+    REBUILT = ("abs_sums", "_no_keys", "fresh_row", "draw_pos")
 
     def setup(self, pop) -> None:
         super().setup(pop)
