@@ -15,6 +15,7 @@ from conftest import ROOT, compose_config
 from plasticity_lab import checkpoint
 from plasticity_lab.engine import Population
 from plasticity_lab.kernel import KernelPopulation
+from plasticity_lab.reference import ReferencePopulation
 from plasticity_lab.run import MemberJob, run_population
 from plasticity_lab.run_folder import RunFolderError
 
@@ -31,14 +32,29 @@ def _job(tmp_path, name, *overrides):
     return MemberJob(compose_config("debug=smoke", "num_tasks=5", "checkpoint_seconds=0", *overrides), tmp_path / name)
 
 
+def assert_regression_run_resumes(tmp_path, monkeypatch, overrides) -> dict:
+    """A regression run (no data files) killed in its third bin and re-run ends with the metrics of an
+    uninterrupted run; returns the resumed run's summary."""
+    job = lambda name: MemberJob(compose_config(*overrides), tmp_path / name)  # noqa: E731
+    run_population([job("ref")])
+    with monkeypatch.context() as m:
+        _interrupt_at(m, task_calls=3)
+        with pytest.raises(Interrupt):
+            run_population([job("run")])
+    (info,) = run_population([job("run")])
+    assert info["resumes"] == 1 and info["status"] == "completed" and "mean_error" in info
+    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
+    return info
+
+
 class Interrupt(BaseException):
     """Stands in for a kill arriving in the middle of a task."""
 
 
 def _interrupt_at(monkeypatch, task_calls: int):
-    """The task_calls-th ``train`` call of the torch engine or the kernel backend raises Interrupt."""
+    """The task_calls-th ``train`` call of any backend (torch engine, kernel, reference) raises Interrupt."""
     calls = {"n": 0}
-    for cls in (Population, KernelPopulation):
+    for cls in (Population, KernelPopulation, ReferencePopulation):
         original = cls.__dict__["train"]
 
         def train(self, *args, _original=original, **kwargs):
@@ -196,18 +212,6 @@ def test_every_learner_and_optimizer_resumes_exactly(tmp_path, mnist_root, monke
     run_population(jobs("ref"))
     with monkeypatch.context() as m:
         _interrupt_at(m, task_calls=3)
-        if backend == "reference":
-            from plasticity_lab.reference import ReferencePopulation
-            original = ReferencePopulation.train
-            calls = {"n": 0}
-
-            def train(self, *a, **kw):
-                calls["n"] += 1
-                if calls["n"] == 3:
-                    raise Interrupt()
-                return original(self, *a, **kw)
-
-            m.setattr(ReferencePopulation, "train", train)
         with pytest.raises(Interrupt):
             run_population(jobs("run"))
     coin_draws.clear()

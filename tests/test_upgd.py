@@ -15,10 +15,9 @@ from plasticity_lab.config import parse_config
 from plasticity_lab.engine.learners.upgd import UPGD
 from plasticity_lab.network import NetworkSpec
 from plasticity_lab.reference.learners import upgd as R
-from plasticity_lab.run import MemberJob, run_population
 from plasticity_lab.seeding import ALGO, NOISE, generator
 from test_learners import _engine_vs_reference, _pick, _population_equals_alone, _spec
-from test_resume import Interrupt, _interrupt_at, _metrics
+from test_resume import assert_regression_run_resumes
 
 
 @pytest.mark.parametrize("opt,dtype,tol", [
@@ -143,30 +142,10 @@ def test_member_checkpoint_mid_run_continues_exactly(impl):
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_interrupted_run_resumes_to_identical_metrics(tmp_path, monkeypatch, backend):
-    """A regression run (no data files) killed in its third bin and re-run ends with the metrics of an
-    uninterrupted run; ``auto`` trains on the engine (the kernel does not run UPGD)."""
+    """A regression run killed in its third bin resumes to the metrics of an uninterrupted run;
+    ``auto`` trains on the engine (the kernel does not run UPGD)."""
     overrides = ("debug=smoke", "num_tasks=4", "checkpoint_seconds=0", "dataset=bit_flipping",
                  "network_depth=width_5_depth_6", "learner=upgd", "learner.sigma=0.01", "learner.beta_utility=0.9",
                  f"backend={backend}")
     assert parse_config(compose_config(*overrides)).backend_used == ("population" if backend == "auto" else backend)
-    job = lambda name: MemberJob(compose_config(*overrides), tmp_path / name)  # noqa: E731
-    run_population([job("ref")])
-    with monkeypatch.context() as m:
-        _interrupt_at(m, task_calls=3)
-        if backend == "reference":
-            from plasticity_lab.reference import ReferencePopulation
-
-            calls, original = {"n": 0}, ReferencePopulation.train
-
-            def train(self, *a, **kw):
-                calls["n"] += 1
-                if calls["n"] == 3:
-                    raise Interrupt()
-                return original(self, *a, **kw)
-
-            m.setattr(ReferencePopulation, "train", train)
-        with pytest.raises(Interrupt):
-            run_population([job("run")])
-    (info,) = run_population([job("run")])
-    assert info["resumes"] == 1 and info["status"] == "completed" and "mean_error" in info
-    assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
+    assert_regression_run_resumes(tmp_path, monkeypatch, overrides)
