@@ -292,3 +292,16 @@ class KernelImpl(EngineImpl):
 
 
 IMPLEMENTATIONS = {impl.name: impl for impl in (EngineImpl, ReferenceImpl, KernelImpl)}
+
+
+def assert_checkpoint_continues_exactly(whole, x, y, at: int) -> None:
+    """``whole`` trained on the first ``at`` examples, checkpointed (through torch.save) and restored
+    into a fresh object: both then train on the rest and must end with identical weights."""
+    for s in range(at):
+        whole.step(x[s : s + 1], y[s : s + 1])
+    resumed = whole.restored(whole.checkpoint())
+    for lrn in (whole, resumed):
+        for s in range(at, len(x)):
+            lrn.step(x[s : s + 1], y[s : s + 1])
+    for (Wa, ba), (Wb, bb) in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(Wa, Wb) and torch.equal(ba, bb)

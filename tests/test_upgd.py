@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import compose_config
-from learner_impls import IMPLEMENTATIONS
+from learner_impls import IMPLEMENTATIONS, assert_checkpoint_continues_exactly
 from plasticity_lab.config import parse_config
 from plasticity_lab.engine.learners.upgd import UPGD
 from plasticity_lab.network import NetworkSpec
@@ -130,14 +130,7 @@ def test_member_checkpoint_mid_run_continues_exactly(impl):
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(80, 4, generator=g, dtype=torch.float64), torch.randint(0, 2, (80,), generator=g)
     whole = impl(SPEC, "upgd", {"beta_utility": 0.9, "sigma": 0.05}, seed=2, step_size=0.05)
-    for s in range(40):
-        whole.step(x[s : s + 1], y[s : s + 1])
-    resumed = whole.restored(whole.checkpoint())
-    for lrn in (whole, resumed):
-        for s in range(40, 80):
-            lrn.step(x[s : s + 1], y[s : s + 1])
-    for (Wa, ba), (Wb, bb) in zip(whole.parameters(), resumed.parameters()):
-        assert torch.equal(Wa, Wb) and torch.equal(ba, bb)
+    assert_checkpoint_continues_exactly(whole, x, y, at=40)
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
