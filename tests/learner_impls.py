@@ -269,7 +269,7 @@ class KernelImpl(EngineImpl):
             lrn.coins_used(0, used)
             sync_abs_sums(table, theta, lrn.abs_sums[0], lrn.abs_sums[1], L, True, True)
             cbp_statistics(table, lpt, units[0], units[1], units[2], h, lrn.abs_sums[0], lrn.abs_sums[1],
-                           lrn.util_code, B, L, np.empty(hidden), np.empty(hidden))
+                           lrn.util_code, B, L, np.empty(hidden), np.empty(hidden), lrn.bias_corr[0])
             if n_due.any():
                 lrn.handle_event(pop, 0, n_due, flags)  # draws ahead, then the compiled cbp_event
         else:

@@ -64,6 +64,45 @@ def test_a_deep_copy_keeps_the_read_ahead_and_its_position_together():
     assert twin["ahead"].used == 5 and owner["ahead"].used == 0
 
 
+def test_read_ahead_blocks_double_at_each_refill_up_to_their_limit_and_keep_the_stream():
+    """Every refill draws twice the last block (fewer returns to Python for a member that replaces
+    often), up to GROWTH times the first; the numbers consumed are still the generator's stream."""
+    ahead = ReadAhead(_generator(), [(0.0, 1.0)], block=4, positions=np.zeros(1, np.int64), at=0)
+    sizes, consumed = [], []
+    for _ in range(7):
+        ahead.ensure(ahead.blocks.shape[1] - ahead.used + 1)  # one more than is left: a refill
+        sizes.append(ahead.blocks.shape[1])
+        consumed.append(torch.from_numpy(ahead.blocks[0].copy()))
+        ahead.positions[0] = ahead.blocks.shape[1]  # all of it used
+    assert ReadAhead.GROWTH == 16
+    assert sizes == [4, 8, 16, 32, 64, 64, 64]
+    assert torch.equal(torch.cat(consumed), uniform(_generator(), sum(sizes), 0.0, 1.0))
+
+
+def test_bias_correction_table_is_one_minus_eta_to_the_age_then_one_from_age_one():
+    """cbp's table of 1 - eta^age (read by every step instead of a power per young unit): the
+    power below AGE_ONE (base.age_one), exactly 1 from there on, and a table too short for AGE_ONE
+    leaves the rest to the power (``_corrections``)."""
+    from plasticity_lab.kernel.learners.base import AGE_ONE, ETA, NUM_ROWS, age_one
+    from plasticity_lab.kernel.learners.cbp import _corrections, bias_corrections
+
+    lpt = np.zeros((NUM_ROWS, 2), np.float32)
+    lpt[ETA] = [0.99, 0.9]
+    lpt[AGE_ONE] = age_one(lpt[ETA].astype(np.float64), np.float32)
+    a1 = lpt[AGE_ONE].astype(int)
+    table = np.empty((2, a1.max() + 1))
+    bias_corrections(lpt, table)
+    for l in range(2):
+        ages = np.arange(a1[l])
+        np.testing.assert_allclose(table[l, : a1[l]], 1 - 0.99 ** ages if l == 0 else 1 - 0.9 ** ages, rtol=1e-5)
+        assert (table[l, a1[l] :] == 1.0).all() and table[l, a1[l] - 1] < 1.0
+    ages = np.array([1, 50, a1[0] - 1, a1[0], 5 * a1[0]], np.float32)
+    full, short = np.empty(5), np.empty(5)
+    _corrections(ages, table[0], lpt[ETA, 0], lpt[AGE_ONE, 0], full)
+    _corrections(ages, table[0, :40], lpt[ETA, 0], lpt[AGE_ONE, 0], short)
+    assert full.tolist() == short.tolist() == [table[0, 1], table[0, 50], table[0, a1[0] - 1], 1.0, 1.0]
+
+
 # ----------------------------------------------------------------------------- unit selection
 @pytest.mark.parametrize("seed", range(5))
 def test_smallest_is_the_start_of_a_stable_argsort(seed):
@@ -94,7 +133,8 @@ def test_every_compiled_kernel_function_sets_its_floating_point_options():
     assert len(found) > 20
     assert all("fastmath" in options and options.get("_nrt") is False for options in found.values()), found
     fast = {name for name, options in found.items() if options["fastmath"]}
-    assert fast == {"plasticity_lab.kernel.step.train_member", "plasticity_lab.kernel.step._abs_sum"}
+    assert fast == {"plasticity_lab.kernel.step.train_member", "plasticity_lab.kernel.step._abs_sum",
+                    "plasticity_lab.kernel.rows.abs_row_sums"}
 
 
 def test_a_changed_source_drops_the_cache_of_every_kernel_folder(tmp_path):

@@ -25,11 +25,19 @@ class ReadAhead:
     """``gen``'s next numbers U(low_r, high_r) for each (low_r, high_r) in ``ranges``, at least
     ``block`` at a time: ``blocks`` (len(ranges), n) float32, of which the first ``positions[at]``
     are consumed (the compiled code advances that entry of the int64 array ``positions``; kept as
-    the array and an index, not a view, so that a deep copy of its owner keeps them together)."""
+    the array and an index, not a view, so that a deep copy of its owner keeps them together).
+
+    Every refill doubles ``block``, up to GROWTH times the first: a refill is a return from the
+    compiled loop to Python and a re-draw of the consumed numbers (``sync``), which at a few per
+    2,000 steps cost CBP a tenth of its step time (``make bench``); a member that replaces units
+    often soon draws far ahead, one that rarely does keeps small blocks."""
+
+    GROWTH = 16
 
     def __init__(self, gen: torch.Generator, ranges: list[tuple[float, float]], block: int, positions: np.ndarray,
                  at: tuple):
         self.gen, self.ranges, self.block, self.positions, self.at = gen, ranges, block, positions, at
+        self.largest = block * self.GROWTH
         self.forget()
 
     @property
@@ -48,6 +56,7 @@ class ReadAhead:
             self.gen.set_state(self._start)
             rows.append(uniform(self.gen, size, low, high).numpy())
         self.blocks = np.stack(rows)
+        self.block = min(2 * self.block, self.largest)
 
     def sync(self) -> None:
         """Put the generator where the consumed numbers leave it; forget the rest of the blocks."""

@@ -137,6 +137,8 @@ class KernelPopulation(Population):
             yk = np.ascontiguousarray(ys[k])
             flags, hyper, buf = self._member_settings(k, batch_size)
             lstate = learner.kernel_state(k) if learner is not None else self._no_learner
+            code = flags[S.F_LEARNER]  # (the loop compiled for this learner alone: step.train_member)
+            which = (flags if code == S.LEARNER_CBP else None, flags if code == S.LEARNER_ADAPTED else None)
             y_class, y_value = (self._no_class, yk) if regression else (yk, self._no_value)
             totals[:] = 0.0
             flags[S.F_SYNC_SUMS] = flags[S.F_FULL_CLAMP] = 1  # a new chunk: every |w| sum recomputed, every
@@ -148,7 +150,7 @@ class KernelPopulation(Population):
                 else:
                     ahead = self._nothing_ahead
                 train_member(self.layout.table, arrays["theta"][k], buf, hyper, flags, xk, y_class, y_value,
-                             start, n, *lstate, *ahead, *scratch, totals, info)
+                             start, n, *lstate, *ahead, *scratch, totals, info, *which)
                 flags[S.F_SYNC_SUMS] = flags[S.F_FULL_CLAMP] = 0
                 if learner is not None:
                     learner.coins_used(k, int(info[S.I_COINS_USED]))
@@ -218,7 +220,7 @@ class KernelPopulation(Population):
         L = self.spec.num_hidden
         z = np.zeros(0, d)
         return (np.zeros((NUM_ROWS, L)), np.zeros((NUM_ROWS, L), d), z, z, z, np.zeros(L), np.zeros(L), np.zeros(0),
-                np.zeros(0), np.zeros((2, L), d), np.zeros((2, L), np.int64))
+                np.zeros(0), np.zeros((2, L), d), np.zeros((2, L), np.int64), np.zeros((L, 0)))
 
     _nothing_ahead = (np.zeros(0), *_NO_DRAWS)  # no coins, no draws
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .jit import INLINE
+from .jit import INLINE, JIT_FAST
 
 
 @njit(**INLINE)
@@ -139,6 +139,19 @@ def update_rows(W, rows, src, d, g, dcs, out_sum, o, c, zero, dot, clamp, track_
         if track_out:
             out_sum[o + j] = sj
         t += 1
+
+
+@njit(**JIT_FAST)
+def abs_row_sums(W, out):
+    """out[j] = sum_i |W[j, i]| for every row j, in float64: the |w| sums of whole rows (a chunk's
+    start, a replacement). Compiled on its own with the loop's liberties (the sums reassociated, so
+    that they vectorise: a callee without them, as a replacement is, summed one number at a time,
+    and a replacement's re-summed rows were then most of CBP's event cost)."""
+    for j in range(W.shape[0]):
+        s = 0.0
+        for i in range(W.shape[1]):
+            s += abs(W[j, i])
+        out[j] = s
 
 
 @njit(**INLINE)

@@ -52,14 +52,14 @@ from numba import njit
 
 from . import activations as A
 from .codes import (CLIP_EVERY_STEP, EVENT_NEED_COINS, EVENT_NEED_DRAWS, EVENT_NONE, F_ACCUMULATE, F_BATCH, F_CLIP,
-                    F_DECAY, F_FULL_CLAMP, F_LEARNER, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_PER_PASS, F_SYNC_SUMS,
+                    F_DECAY, F_FULL_CLAMP, F_LOSS, F_MOMENTUM, F_NEED_IN, F_NEED_OUT, F_PER_PASS, F_SYNC_SUMS,
                     F_UTIL, H_ALPHA, H_CLIP, H_DECAY, H_LAMBDA, H_MOMENTUM, I_COINS_USED, I_EVENT, I_NEXT,
-                    LEARNER_ADAPTED, LEARNER_CBP, LOSS_CROSS_ENTROPY)
+                    LOSS_CROSS_ENTROPY)
 from .jit import INLINE, JIT, JIT_FAST
 from .layout import R_ACT, R_BOFF, R_SIZES, R_UOFF, R_WOFF
 from .learners.adapted import adapted_decide, adapted_event, adapted_statistics
 from .learners.cbp import cbp_decide, cbp_event, cbp_statistics
-from .rows import axpy_rows, dot_rows, update_rows_with
+from .rows import abs_row_sums, axpy_rows, dot_rows, update_rows_with
 
 # rows of the float64 work array ``work`` (4, width): kernel/learners' per-unit scratch, the softmax
 W_BC, W_X, W_KEYS, W_EXP = range(4)
@@ -90,8 +90,7 @@ def sync_abs_sums(layout, theta, in_sum, out_sum, L, need_in, need_out):
                     cs[i] += abs(W[j, i])
         if need_out and l >= 1:
             o = layout[R_UOFF, l - 1]
-            for j in range(n_in):
-                out_sum[o + j] = _abs_sum(W[j])
+            abs_row_sums(W, out_sum[o : o + n_in])
 
 
 @njit(**INLINE)
@@ -132,16 +131,17 @@ def _segment(layout, l):
 
 
 @njit(**INLINE)
-def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, hyper, flags, clamp_now, c, in_sum,
-                  out_sum, dcs_all, zero, g):
+def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, hyper, flags, clamp_now, c, sums,
+                  in_sum, out_sum, dcs_all, zero, g):
     """The optimiser step of linear layer l for a batch: inputs src[row0 + b, col0 + j] (x for
     l = 0, else the activations below; only the entries listed in nz[b, seg:] / nzc[b, l] are
     non-zero, and only their rows have a non-zero gradient),
     output deltas delta[b, uoff[l] + i], alpha-scaled unless momentum; ``c`` the clip in the
     weights' dtype. With ``g`` non-empty (batch 1, relu below, no momentum or decay) it also
     computes the backward pass's g[j] = W[j, :] . delta for the listed rows j, in the same pass
-    over them (``rows.update_rows``). (Whole 2-D arrays and offsets, so that every row slice
-    below is contiguous to the compiler.)"""
+    over them (``rows.update_rows``). ``sums``: whether the learner keeps |w| sums at all (cbp; a
+    constant of the compiled loop, so that without it the tracking variants are not compiled).
+    (Whole 2-D arrays and offsets, so that every row slice below is contiguous to the compiler.)"""
     n_in, n_out = layout[R_SIZES, l], layout[R_SIZES, l + 1]
     o = layout[R_UOFF, l]
     w0, b0 = layout[R_WOFF, l], layout[R_BOFF, l]
@@ -149,8 +149,8 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
     W2 = W.reshape((n_in, n_out))
     bias = theta[b0 : b0 + n_out]
     hidden = l < L
-    track_in = flags[F_NEED_IN] != 0 and hidden
-    track_out = flags[F_NEED_OUT] != 0 and l >= 1
+    track_in = sums and flags[F_NEED_IN] != 0 and hidden
+    track_out = sums and flags[F_NEED_OUT] != 0 and l >= 1
     o_in = layout[R_UOFF, l] if hidden else 0
     o_out = layout[R_UOFF, l - 1] if l >= 1 else 0
     cs = in_sum[o_in : o_in + n_out] if track_in else in_sum[0:0]
@@ -231,9 +231,9 @@ def _update_layer(layout, theta, buf, l, L, B, src, row0, col0, delta, nz, nzc, 
 # ---------------------------------------------------------------------------- the loop
 @njit(**JIT_FAST)
 def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, stop,
-                 lp, lpt, age, f, u, acc_a, acc_b, in_sum, out_sum, factors, counts,
+                 lp, lpt, age, f, u, acc_a, acc_b, in_sum, out_sum, factors, counts, bias_corr,
                  coins, fresh, fresh_row, keys, draw_pos,
-                 z, h, delta, nz, nzc, n_due, work, dcs, iota, marks, totals, info):
+                 z, h, delta, nz, nzc, n_due, work, dcs, iota, marks, totals, info, cbp, adapted):
     """Train one member on examples ``start .. stop`` of its chunk (x (n, in), y_class (n,) or
     y_value (n,)), in steps of ``flags[F_BATCH]`` examples (the last one may be shorter), its
     learner's replacements / rescalings included. Stops early before a step for which the coin
@@ -244,30 +244,35 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
 
     Learner state (kernel/learners/): ``lp`` (NUM_ROWS, L) float64 per hidden layer (``lpt``: the
     same in the network's dtype), ages, f, u, accumulators, |w| sums, ``factors`` (2, L) (adapted
-    c_low, c_high), ``counts`` (2, L) the per-task counts it adds to; the member's read-ahead draws
+    c_low, c_high), ``counts`` (2, L) the per-task counts it adds to, ``bias_corr`` (L, ages) cbp's
+    table of 1 - eta^age (learners/cbp.py); the member's read-ahead draws
     ``coins``, ``fresh``, ``fresh_row``, ``keys``, ``draw_pos`` (kernel/draws.py). Work arrays
     (``KernelPopulation._scratch``): z, h, delta (B, units), nz (B, in + units), nzc (B, L + 1),
     n_due (2, L), ``work`` float64 (4, width), ``dcs`` (hidden units,) in the dtype, ``iota`` =
     0, 1, 2, ... and ``marks`` (width,) int64. ``totals`` += (sum of the examples' losses, number
     correct).
+
+    ``cbp`` / ``adapted``: None unless the member's learner is that one (then any array, e.g.
+    ``flags``). numba compiles the loop once per combination of None and not None and drops the
+    branches of a None argument before compiling them, so a configuration compiles only its own
+    learner's code (bp none of it): its first compile is that much shorter.
     """
     L = layout.shape[1] - 2
     batch = flags[F_BATCH]
-    learner = flags[F_LEARNER]
     per_pass = flags[F_PER_PASS] != 0
     n_lin = L + 1
     C = layout[R_SIZES, n_lin]
     out_o = layout[R_UOFF, L]
     alpha = hyper[H_ALPHA]
     fused = flags[F_MOMENTUM] == 0
-    clamp_now = flags[F_CLIP] == CLIP_EVERY_STEP
+    clamp_now = adapted is not None and flags[F_CLIP] == CLIP_EVERY_STEP  # (only adapted clips: F_CLIP 0 else)
     n_in0 = layout[R_SIZES, 0]
     zero = theta.dtype.type(0)
     clip = theta.dtype.type(hyper[H_CLIP])  # the clip in the weights' dtype (no float64 round trip per entry)
     event_clip = hyper[H_CLIP] if clamp_now or (per_pass and math.isfinite(hyper[H_CLIP])) else -1.0
     ex = work[W_EXP]  # exp(logit - max) of one example
     dense = flags[F_MOMENTUM] != 0 or flags[F_DECAY] != 0  # every weight changes at every step
-    need_sums = learner == LEARNER_CBP and (flags[F_NEED_IN] != 0 or flags[F_NEED_OUT] != 0)
+    need_sums = cbp is not None and (flags[F_NEED_IN] != 0 or flags[F_NEED_OUT] != 0)
     if need_sums and flags[F_SYNC_SUMS] != 0:
         sync_abs_sums(layout, theta, in_sum, out_sum, L, flags[F_NEED_IN] != 0, flags[F_NEED_OUT] != 0)
     coin = 0
@@ -278,16 +283,16 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
         B = min(batch, stop - s)  # the last batch of a chunk may be shorter (as the engine's)
         # ---- the learner's decisions for this step (they depend on ages and accumulators only)
         event = False
-        if learner == LEARNER_CBP:
+        if cbp is not None:
             if flags[F_ACCUMULATE] == 0 and coin + 2 * L > coins.shape[0]:  # at most one coin per layer and pass
                 info[I_EVENT] = EVENT_NEED_COINS
                 break
             event, coin = cbp_decide(layout, lp, age, acc_a, acc_b, flags[F_ACCUMULATE] != 0, coins, coin, n_due, L)
-        elif learner == LEARNER_ADAPTED:
+        elif adapted is not None:
             event = adapted_decide(layout, lp, age, acc_a, acc_b, n_due, per_pass, L)
         # per_step clip: fused into the update, except in a layer rescaled at this step (the event
         # rescales, then clamps it: SPEC 3.5's order)
-        rescales = event and learner == LEARNER_ADAPTED
+        rescales = event and adapted is not None
         # ---- forward, test-then-train (SPEC 1)
         scale = (alpha if fused else 1.0) / B
         for b in range(B):
@@ -361,7 +366,7 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
             # site, so that the compiled update loops exist once)
             below, row0, col0 = (h, 0, layout[R_UOFF, l - 1]) if l > 0 else (x, s, 0)
             _update_layer(layout, theta, buf, l, L, B, below, row0, col0, delta, nz, nzc, hyper, flags, clamp_l, clip,
-                          in_sum, out_sum, dcs, zero,
+                          cbp is not None, in_sum, out_sum, dcs, zero,
                           delta[0, layout[R_UOFF, l - 1] : layout[R_UOFF, l - 1] + n_in] if l > 0 and fused_dot
                           else delta[0, 0:0])
         whole = False  # whether the rescaled layers are still to be clamped whole
@@ -371,13 +376,14 @@ def train_member(layout, theta, buf, hyper, flags, x, y_class, y_value, start, s
         first = False
         # ---- the learner's running statistics (SPEC 3.4 steps 1-3, 3.5 step 1), then its event
         s += B
-        if learner == LEARNER_CBP:
-            cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, flags[F_UTIL], B, L, work[W_BC], work[W_X])
+        if cbp is not None:
+            cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, flags[F_UTIL], B, L, work[W_BC], work[W_X],
+                           bias_corr)
             if event and not cbp_event(layout, theta, buf, lp, age, f, u, n_due, flags, fresh, fresh_row, keys,
                                        draw_pos, in_sum, out_sum, counts, work[W_KEYS], marks, L):
                 info[I_EVENT] = EVENT_NEED_DRAWS
                 break
-        elif learner == LEARNER_ADAPTED:
+        elif adapted is not None:
             if not (event and per_pass):  # (a per_pass event updates u itself, pass by pass)
                 adapted_statistics(layout, lp, lpt, u, h, B, L, per_pass)
             if event:

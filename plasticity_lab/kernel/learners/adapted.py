@@ -238,13 +238,13 @@ class KernelAdaptedRescaling(KernelLearner, AdaptedRescaling):
         self._kernel_setup(pop, ("age", "u"), self.rates["low"], self.rates["high"])
         self.factors_np = np.stack([self.factors["low"].cpu().numpy(), self.factors["high"].cpu().numpy()],
                                    axis=1)  # (K, 2, L) in the dtype
-        self._none = (np.zeros(0, self.units.numpy().dtype), np.zeros(0))
+        self._none = (np.zeros(0, self.units.numpy().dtype), np.zeros(0), np.zeros((pop.spec.num_hidden, 0)))
 
     def kernel_state(self, k: int) -> tuple:
         units = self.units.numpy()
-        no_f, no_sums = self._none
+        no_f, no_sums, no_table = self._none
         return (self.lp[k], self.lpt[k], units[0, k], no_f, units[1, k], self.acc["low"][k], self.acc["high"][k],
-                no_sums, no_sums, self.factors_np[k], self.counts_np[k])
+                no_sums, no_sums, self.factors_np[k], self.counts_np[k], no_table)
 
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
         super().kernel_flags(k, flags, hyper)

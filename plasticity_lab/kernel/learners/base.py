@@ -28,9 +28,9 @@ NUM_ROWS = 7
 @njit(**INLINE)
 def lerp(a, b, w):
     """torch.lerp(a, b, w): a + w (b - a) for w < 0.5, else b - (b - a)(1 - w) (eta a + (1 - eta) b)."""
-    if w < 0.5:
-        return a + w * (b - a)
-    return b - (b - a) * (1 - w)
+    d = b - a
+    low, high = a + w * d, b - d * (1 - w)  # both, then a select: no branch in the loops that call it
+    return low if w < 0.5 else high
 
 
 @njit(**INLINE)
@@ -133,7 +133,8 @@ class KernelLearner:
         self.lp[k, ACTIVE] = self.lpt[k, ACTIVE] = 0.0
 
     def kernel_state(self, k: int) -> tuple:
-        """Member k's (lp, lpt, age, f, u, acc_a, acc_b, in_sum, out_sum, factors, counts) for ``train_member``."""
+        """Member k's (lp, lpt, age, f, u, acc_a, acc_b, in_sum, out_sum, factors, counts, bias_corr) for
+        ``train_member``."""
         raise NotImplementedError
 
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:

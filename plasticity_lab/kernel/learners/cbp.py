@@ -30,6 +30,7 @@ from ..codes import F_ACCUMULATE, F_BIAS_CORRECTION, F_NEED_IN, F_NEED_OUT, F_UT
 from ..draws import ReadAhead
 from ..jit import INLINE, JIT
 from ..layout import R_BOFF, R_SIZES, R_UOFF, R_WOFF
+from ..rows import abs_row_sums
 from .base import (ACTIVE, AGE_ONE, ETA, MATURITY, ONE_MINUS_ETA, RATE_A, RATE_B, KernelLearner, accumulate, age_layer,
                    lerp, smallest)
 
@@ -39,6 +40,7 @@ CONTRIBUTION, ADAPTABLE, ZERO_CONTRIBUTION, WEIGHT, ADAPTATION, FEATURE_BY_INPUT
                             "adaptation", "feature_by_input", "random"))
 NEEDS_IN_SUMS = {"adaptable_contribution", "adaptation", "feature_by_input"}  # mean_j |W_in[i, j]|
 NEEDS_OUT_SUMS = {"contribution", "adaptable_contribution", "zero_contribution", "weight"}  # mean_k |W_next[k, i]|
+BIAS_TABLE_AGES = 1 << 15  # the longest table of bias corrections (float32, eta 0.99: AGE_ONE is 1,794)
 
 
 @njit(**INLINE)
@@ -78,83 +80,124 @@ def cbp_decide(layout, lp, age, acc_low, acc_high, accumulate_on, coins, coin, n
 
 
 @njit(**JIT)
-def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, fh, x):
+def bias_corrections(lpt, table):
+    """table[l, a] = 1 - eta_l^a for the ages a below layer l's ``AGE_ONE``, then 1: SPEC 3.4 step 3's
+    bias correction as ``cbp_statistics`` computes it (the same expression, in float64 from the
+    network's dtype), so that a step reads it instead of calling pow for every young unit."""
+    for l in range(table.shape[0]):
+        eta, a1 = lpt[ETA, l], lpt[AGE_ONE, l]
+        for a in range(table.shape[1]):
+            age = lpt.dtype.type(a)
+            table[l, a] = 1 - eta ** age if age < a1 else 1.0
+
+
+@njit(**INLINE)
+def _instant(kind, out_i, in_i, h_i, fh_i, n_in, n_next):
+    """Utility ``kind``'s instantaneous value of one unit, batch 1 (SPEC 3.4 step 3; float64)."""
+    if kind == CONTRIBUTION:
+        return (out_i / n_next) * abs(h_i)
+    if kind == ADAPTABLE:
+        return out_i * abs(h_i - fh_i) / in_i * (n_in / n_next)
+    if kind == ZERO_CONTRIBUTION:
+        return (out_i / n_next) * abs(h_i - fh_i)
+    if kind == WEIGHT:
+        return out_i / n_next
+    if kind == ADAPTATION:
+        return n_in / in_i
+    return abs(h_i - fh_i) / in_i * n_in  # feature_by_input
+
+
+@njit(**INLINE)
+def _corrections(al, bcl, eta, a1, bc):
+    """bc[i] = 1 - eta^age of every unit of a layer (1 from age a1 = AGE_ONE on), read from the layer's
+    table ``bcl`` where it reaches, else as ``bias_corrections`` computes it. (A loop of its own: a
+    table lookup in the loop that uses it kept that loop from vectorising.)"""
+    n = bcl.shape[0]
+    if n > a1:  # the table reaches AGE_ONE, where its last entry is 1
+        for i in range(al.shape[0]):
+            bc[i] = bcl[min(int(al[i]), n - 1)]
+        return
+    for i in range(al.shape[0]):
+        a = al[i]
+        bc[i] = bcl[int(a)] if a < n else (1 - eta ** a if a < a1 else 1.0)
+
+
+@njit(**INLINE)
+def _step_units(kind, fl, ul, hb, ins, outs, bc, w, n_in, n_next):
+    """Steps 2-3 of one layer, batch 1, in one loop: f <- lerp(f, h, 1 - eta), f_hat = f / bc (bc from
+    ``_corrections``; read only by the utilities that need f_hat), u <- lerp(u, x, 1 - eta). ``kind``
+    is a constant where it is called, so each utility compiles to its own loop, which vectorises."""
+    for i in range(fl.shape[0]):
+        fl[i] = lerp(fl[i], hb[i], w)
+        ul[i] = lerp(ul[i], _instant(kind, outs[i], ins[i], hb[i], fl[i] / bc[i], n_in, n_next), w)
+
+
+@njit(**JIT)
+def cbp_statistics(layout, lpt, age, f, u, h, in_sum, out_sum, util, B, L, bc, x, bias_corr):
     """Steps 2-3 after the step's update: f <- lerp(f, mean_batch h, 1 - eta), u <- lerp(u, x, 1 - eta),
-    x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age).
-    ``fh`` (f_hat) and ``x`` (hidden units,) are scratch space (float64). One loop per utility type
-    and a batch-1 path, so that every loop vectorises."""
+    x the instantaneous utility of ``util`` from bias-corrected f_hat = f / (1 - eta^age), the
+    corrections from ``bias_corr`` (L, ages), ``bias_corrections``' table. ``bc`` and ``x`` (hidden
+    units,) are scratch space (float64). With one example (a run's usual step) one loop per layer
+    and utility type (``_step_units``)."""
     for l in range(L):
         if lpt[ACTIVE, l] == 0:
             continue
         o, H = layout[R_UOFF, l], layout[R_SIZES, l + 1]
         n_in, n_next = layout[R_SIZES, l], layout[R_SIZES, l + 2]
-        eta, w, a1 = lpt[ETA, l], lpt[ONE_MINUS_ETA, l], lpt[AGE_ONE, l]
-        fl, ul, al, fhl, xl = f[o : o + H], u[o : o + H], age[o : o + H], fh[o : o + H], x[o : o + H]
+        w = lpt[ONE_MINUS_ETA, l]
+        fl, ul, al, bcl, xl = f[o : o + H], u[o : o + H], age[o : o + H], bc[o : o + H], x[o : o + H]
+        ins, outs = in_sum[o : o + H], out_sum[o : o + H]
+        if util == ADAPTABLE or util == ZERO_CONTRIBUTION or util == FEATURE_BY_INPUT:  # the ones with f_hat
+            _corrections(al, bias_corr[l], lpt[ETA, l], lpt[AGE_ONE, l], bcl)
         if B == 1:
             hb = h[0, o : o + H]
-            for i in range(H):
-                fl[i] = lerp(fl[i], hb[i], w)
-        else:
-            for i in range(H):
-                mean_h = h[0, o + i]
-                for b in range(1, B):
-                    mean_h += h[b, o + i]
-                fl[i] = lerp(fl[i], mean_h / B, w)
-        if util == RANDOM:
-            continue  # u_hat is a fresh U(0, 1) draw when units are chosen; u stays 0
-        # f_hat = f / (1 - eta^age); 1 - eta^age is exactly 1 from age a1 on (base.age_one), so pow and
-        # division only while some unit is younger
-        young = False
-        for i in range(H):
-            young |= al[i] < a1
-        if young:
-            for i in range(H):
-                fhl[i] = fl[i] / (1 - eta ** al[i]) if al[i] < a1 else fl[i]
-        else:
-            for i in range(H):
-                fhl[i] = fl[i]
-        ins, outs = in_sum[o : o + H], out_sum[o : o + H]
-        if util == WEIGHT:
-            for i in range(H):
-                xl[i] = outs[i] / n_next
-        elif util == ADAPTATION:
-            for i in range(H):
-                xl[i] = n_in / ins[i]
-        elif B == 1:
-            hb = h[0, o : o + H]
-            if util == CONTRIBUTION:
+            if util == RANDOM:  # u_hat is a fresh U(0, 1) draw when units are chosen; u stays 0
                 for i in range(H):
-                    xl[i] = (outs[i] / n_next) * abs(hb[i])
+                    fl[i] = lerp(fl[i], hb[i], w)
+            elif util == CONTRIBUTION:
+                _step_units(CONTRIBUTION, fl, ul, hb, ins, outs, bcl, w, n_in, n_next)
             elif util == ADAPTABLE:
-                ratio = n_in / n_next
-                for i in range(H):
-                    xl[i] = outs[i] * abs(hb[i] - fhl[i]) / ins[i] * ratio
+                _step_units(ADAPTABLE, fl, ul, hb, ins, outs, bcl, w, n_in, n_next)
             elif util == ZERO_CONTRIBUTION:
-                for i in range(H):
-                    xl[i] = (outs[i] / n_next) * abs(hb[i] - fhl[i])
-            else:  # feature_by_input
-                for i in range(H):
-                    xl[i] = abs(hb[i] - fhl[i]) / ins[i] * n_in
-        else:
-            for i in range(H):
-                out_mag = outs[i] / n_next
-                in_mag = ins[i] / n_in
-                if util == CONTRIBUTION:
-                    a = abs(h[0, o + i])
-                    for b in range(1, B):
-                        a += abs(h[b, o + i])
-                    xl[i] = out_mag * (a / B)
-                else:
-                    dev = abs(h[0, o + i] - fhl[i])
-                    for b in range(1, B):
-                        dev += abs(h[b, o + i] - fhl[i])
-                    dev /= B
-                    if util == ADAPTABLE:
-                        xl[i] = out_mag * dev / in_mag
-                    elif util == ZERO_CONTRIBUTION:
-                        xl[i] = out_mag * dev
-                    else:  # feature_by_input
-                        xl[i] = dev / in_mag
+                _step_units(ZERO_CONTRIBUTION, fl, ul, hb, ins, outs, bcl, w, n_in, n_next)
+            elif util == WEIGHT:
+                _step_units(WEIGHT, fl, ul, hb, ins, outs, bcl, w, n_in, n_next)
+            elif util == ADAPTATION:
+                _step_units(ADAPTATION, fl, ul, hb, ins, outs, bcl, w, n_in, n_next)
+            else:
+                _step_units(FEATURE_BY_INPUT, fl, ul, hb, ins, outs, bcl, w, n_in, n_next)
+            continue
+        for i in range(H):
+            mean_h = h[0, o + i]
+            for b in range(1, B):
+                mean_h += h[b, o + i]
+            fl[i] = lerp(fl[i], mean_h / B, w)
+        if util == RANDOM:
+            continue
+        for i in range(H):
+            out_mag = outs[i] / n_next
+            in_mag = ins[i] / n_in
+            if util == WEIGHT:
+                xl[i] = out_mag
+            elif util == ADAPTATION:
+                xl[i] = n_in / ins[i]
+            elif util == CONTRIBUTION:
+                a = abs(h[0, o + i])
+                for b in range(1, B):
+                    a += abs(h[b, o + i])
+                xl[i] = out_mag * (a / B)
+            else:
+                f_hat = fl[i] / bcl[i]
+                dev = abs(h[0, o + i] - f_hat)
+                for b in range(1, B):
+                    dev += abs(h[b, o + i] - f_hat)
+                dev /= B
+                if util == ADAPTABLE:
+                    xl[i] = out_mag * dev / in_mag
+                elif util == ZERO_CONTRIBUTION:
+                    xl[i] = out_mag * dev
+                else:  # feature_by_input
+                    xl[i] = dev / in_mag
         for i in range(H):
             ul[i] = lerp(ul[i], xl[i], w)
 
@@ -215,8 +258,7 @@ def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, highest, keys, fresh, b
             in_sum[o + i] = s
     if need_out and l >= 1:
         oo = layout[R_UOFF, l - 1]
-        for j in range(n_in):
-            out_sum[oo + j] = _abs_row_sum(W[j])
+        abs_row_sums(W, out_sum[oo : oo + n_in])
     if need_out:
         for t in range(n):
             out_sum[o + units[t]] = 0.0
@@ -226,14 +268,6 @@ def cbp_replace(layout, theta, buf, lp, age, f, u, l, n, highest, keys, fresh, b
         for i in range(H):
             for k in range(n_next):
                 sums[k] += abs(Wn[i, k])
-
-
-@njit(**INLINE)
-def _abs_row_sum(w):
-    s = 0.0
-    for i in range(w.shape[0]):
-        s += abs(w[i])
-    return s
 
 
 @njit(**JIT)
@@ -287,8 +321,9 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
 
     LEARNER_CODE = LEARNER_CBP
     # the |w| sums the utilities need (recomputed from the weights at every chunk start); placeholders;
-    # the read-ahead draws' rows and positions (synced into the generators before a checkpoint, kernel/draws.py)
-    REBUILT = ("abs_sums", "_no_keys", "fresh_row", "draw_pos")
+    # the bias-correction table (from lpt); the read-ahead draws' rows and positions (synced into the
+    # generators before a checkpoint, kernel/draws.py)
+    REBUILT = ("abs_sums", "bias_corr", "_no_keys", "fresh_row", "draw_pos")
 
     def setup(self, pop) -> None:
         super().setup(pop)
@@ -298,6 +333,12 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
         self.needs_out = self.util_type in NEEDS_OUT_SUMS
         # the fused |w| sums (float64), shared by the members (recomputed at the start of every chunk)
         self.abs_sums = np.zeros((2, pop.layout.num_hidden_units))
+        # 1 - eta^age per member, layer and age up to the last AGE_ONE (at most BIAS_TABLE_AGES; a layer
+        # whose AGE_ONE is beyond it calls pow, cbp_statistics)
+        ages = int(min(self.lp[:, AGE_ONE].max(initial=1.0), BIAS_TABLE_AGES)) + 1
+        self.bias_corr = np.empty((pop.K, pop.spec.num_hidden, ages))
+        for k in range(pop.K):
+            bias_corrections(self.lpt[k], self.bias_corr[k])
         # read-ahead draws: one row of fresh weights per distinct re-initialisation bound
         spec, gain = pop.spec, CBP_REINIT_GAIN[self.reinit]
         bounds = [spec.init_bound(l, gain) for l in range(spec.num_hidden)]
@@ -314,7 +355,7 @@ class KernelContinualBackprop(KernelLearner, ContinualBackprop):
     def kernel_state(self, k: int) -> tuple:
         units = self.units.numpy()
         return (self.lp[k], self.lpt[k], units[0, k], units[1, k], units[2, k], self.acc[k], self.acc_high[k],
-                self.abs_sums[0], self.abs_sums[1], self._no_factors, self.counts_np[k])
+                self.abs_sums[0], self.abs_sums[1], self._no_factors, self.counts_np[k], self.bias_corr[k])
 
     def kernel_flags(self, k: int, flags: np.ndarray, hyper: np.ndarray) -> None:
         super().kernel_flags(k, flags, hyper)
