@@ -70,6 +70,19 @@ def test_target_reproducible_from_the_seed_and_different_across_seeds():
     assert torch.equal(y0, target_outputs(target_network(0, 20), x0))
 
 
+def test_target_outputs_once_per_distinct_input_equal_the_formula_on_every_row():
+    """target_outputs evaluates the target once per distinct input and spreads the results back;
+    against SPEC 2's formula applied to every row of a [J]-sized bin (M = 500, repeated inputs)."""
+    target = target_network(3, 500)
+    x, y = _bin(_stream(seeds=(3,), bin_size=40000, flip_after=2500, M=500, flip_one=True), 2)
+    assert len(torch.unique(x, dim=0)) <= 16 * 32  # 16 periods x 2^5 noise patterns: a bin repeats its inputs
+    per_row = ((x.double() @ target["W"].T + target["b"]) > target["tau"]).double() @ target["v"] + target["c"]
+    assert torch.equal(y.double(), per_row)
+    bits = torch.randint(0, 2, (4, 50, 20), generator=torch.Generator().manual_seed(1)).double()  # any shape (..., n)
+    direct = ((bits @ target["W"].T + target["b"]) > target["tau"]).double() @ target["v"] + target["c"]
+    assert torch.equal(target_outputs(target, bits), direct)
+
+
 def test_ltu_thresholds_and_outputs_on_a_hand_computed_case():
     # n = 4 inputs, 2 units. Unit 0: w = [1, 1, -1, 1], b = 1: sum w = 2, S = (4 - 2 + 1) / 2 = 1.5,
     # tau = 0.7 * 5 - 1.5 = 2.0. Unit 1: w = [-1, -1, -1, -1], b = -1: S = (4 + 4 - 1) / 2 = 3.5, tau = 0.
