@@ -24,8 +24,10 @@ import io
 import json
 import os
 import platform
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
@@ -37,13 +39,34 @@ FORMAT_VERSION = 1
 METRICS_HEADER = ("task", "step", "metric", "layer", "value")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# the signals that stop a run: Ctrl-C, SLURM's SIGTERM, and SIGUSR2 (before preemption or a time limit)
+HELD_DURING_WRITES = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2}
 
 
 def atomic_write(path: Path, write, binary: bool = False) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it onto
     ``path``: readers and crashes see the old or the new file, never a mix. The one place
-    every result file (run.json, metrics.csv, arrays/*.npz, checkpoint.pt) is written."""
-    path = Path(path)
+    every result file (run.json, metrics.csv, arrays/*.npz, checkpoint.pt) is written.
+
+    The signals that stop a run (``HELD_DURING_WRITES``) are held until the file is in place, and
+    their handlers run after it: a handler raises in whatever Python code is running (submitit's
+    checkpoint-and-requeue on SIGUSR2 exits), and raised inside torch.save's writer it broke the
+    write ("unexpected pos") and failed the job instead of requeueing it."""
+    if threading.current_thread() is not threading.main_thread():  # (handlers run in the main thread only)
+        return _write_and_replace(Path(path), write, binary)
+    pending = []
+    held = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in HELD_DURING_WRITES
+            if signal.getsignal(s) is not None}  # (None: a handler not set from Python, left alone)
+    try:
+        _write_and_replace(Path(path), write, binary)
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, handler)
+        for s in pending:
+            signal.raise_signal(s)  # now its own handler runs
+
+
+def _write_and_replace(path: Path, write, binary: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

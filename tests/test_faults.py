@@ -266,3 +266,31 @@ def test_population_slurm_job_survives_kills(slurm, tmp_path, mnist_root):
                 reset=_reset(sweep))
     print("\n" + tally.report())
     assert tally.total >= 20 and tally.identical == tally.chains
+
+
+def test_a_stop_signal_during_a_write_is_handled_after_the_file_is_in_place(tmp_path):
+    """SIGUSR2 (SLURM's warning before preemption) arriving mid-write runs its handler only once the
+    new file has replaced the old one, and the write completes (recording.atomic_write)."""
+    from plasticity_lab.recording import atomic_write
+
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"old")
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(target.read_bytes())
+        raise SystemExit(-1)  # what submitit's handler does after requeueing
+
+    def write(f):
+        f.write(b"new, part 1; ")
+        os.kill(os.getpid(), signal.SIGUSR2)
+        f.write(b"part 2")
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        with pytest.raises(SystemExit):
+            atomic_write(target, write, binary=True)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [b"new, part 1; part 2"]
+    assert target.read_bytes() == b"new, part 1; part 2" and list(tmp_path.iterdir()) == [target]
