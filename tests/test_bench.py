@@ -21,7 +21,7 @@ def test_bench_reports_engine_learners_and_ratios(capsys, mnist_root, monkeypatc
 def test_bench_reports_the_kernel_section(capsys, mnist_root, monkeypatch):
     monkeypatch.setenv("PLASTICITY_LAB_DATA", str(mnist_root))
     results = bench.main(["--steps", "150", "--repeats", "1", "--population", "1", "--learners", "--no-probes",
-                          "--no-compile", "--seconds", "0.3"])
+                          "--no-compile", "--seconds", "0.3", "--processes", "1"])
     out = capsys.readouterr().out
     for text in ("kernel bp", "x naive", "x engine K=16", "kernel cbp", "kernel adapted", "x kernel bp's time",
                  "bp's time on cbp's own network", "bp's time on adapted's own network",
@@ -32,6 +32,11 @@ def test_bench_reports_the_kernel_section(capsys, mnist_root, monkeypatch):
                 "kernel_bp_on_cbp_network", "kernel_bp_on_adapted_network",
                 "projected_hours_purice/main_relu", "projected_hours_jucas/relu"):
         assert results[key] > 0, key
+    for name in ("cbp", "adapted"):  # this process and one fresh one, each against its own bp; verdict on the median
+        ratios = results[f"kernel_{name}_ratios"]
+        assert len(ratios) == 2 and all(r > 0 for r in ratios)
+        assert results[f"kernel_{name}_ratio_median"] == pytest.approx(sum(ratios) / 2)
+    assert out.count("in 2 processes:") == 2 and "median" in out
 
 
 @pytest.mark.slow
