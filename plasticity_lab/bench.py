@@ -146,30 +146,36 @@ def kernel_bp_on_network_of(name: str, stream: PermutedImageStream, steps: int) 
     return steps / (cpu_seconds() - start)
 
 
-def kernel_learner_rates(stream: PermutedImageStream, steps: int, repeats: int) -> dict:
-    """Kernel bp, each learner of ``TARGET_KERNEL_OVERHEAD`` and bp on that learner's own network,
-    interleaved best-of ``repeats`` (network-steps/s, keys ``kernel_<name>``, ``kernel_bp_on_<name>_network``)."""
+def kernel_learner_cases(stream: PermutedImageStream, steps: int) -> dict:
+    """The timings for ``interleaved_best``: kernel bp, each learner of ``TARGET_KERNEL_OVERHEAD`` and bp
+    on that learner's own network (keys ``kernel_<name>``, ``kernel_bp_on_<name>_network``)."""
     cases = {f"kernel_{name}": (kernel_steps_per_s, name, stream, steps) for name in ("bp", *TARGET_KERNEL_OVERHEAD)}
     for name in TARGET_KERNEL_OVERHEAD:
         cases[f"kernel_bp_on_{name}_network"] = (kernel_bp_on_network_of, name, stream, steps)
-    return interleaved_best(repeats, cases)
+    return cases
 
 
 def _rates_worker(steps: int, repeats: int) -> None:
-    """``kernel_learner_rates`` on the bench's data, printed as JSON (the body of a fresh process)."""
+    """``kernel_learner_cases`` on the bench's data, best of ``repeats`` round-robin, printed as JSON
+    (the body of a fresh process)."""
     torch.set_num_threads(1)
     images, labels, _ = bench_images(steps)
     stream = PermutedImageStream(images, labels, list(range(16)), steps, chunk_examples=steps)
-    print(json.dumps(kernel_learner_rates(stream, steps, repeats)))
+    print(json.dumps(interleaved_best(repeats, kernel_learner_cases(stream, steps))))
 
 
 def rates_in_fresh_processes(steps: int, repeats: int, processes: int) -> list[dict]:
-    """``kernel_learner_rates`` in each of ``processes`` fresh Python processes, one after another
-    (each loads the cached compiled kernel). Two processes can differ by about 0.1 in a learner's
-    ratio to bp with the same code and data, so one process's figure is not enough for a verdict."""
+    """``_rates_worker`` in each of ``processes`` fresh Python processes, one after another (each
+    loads the cached compiled kernel). Two processes can differ by about 0.1 in a learner's ratio
+    to bp with the same code and data, so one process's figure is not enough for a verdict."""
     code = f"from plasticity_lab.bench import _rates_worker; _rates_worker({int(steps)}, {int(repeats)})"
-    return [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                      check=True).stdout.splitlines()[-1]) for _ in range(processes)]
+    runs = []
+    for _ in range(processes):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"a fresh bench process failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+    return runs
 
 
 def _machine_worker(args) -> tuple[int, float, float]:
@@ -394,11 +400,9 @@ def _kernel_section(args, images, labels, stream, results: dict) -> None:
     spec = NetworkSpec.mlp(784, 100, 3, 10, "relu")
     sub = PermutedImageStream(images, labels, list(range(16)), args.steps, chunk_examples=args.steps)
     cases = {"naive": (naive_steps_per_s, spec, stream, args.steps),
-             "engine_K16": (engine_steps_per_s, spec, sub, 16, args.steps),
-             "kernel_bp": (kernel_steps_per_s, "bp", sub, args.steps)}
+             "engine_K16": (engine_steps_per_s, spec, sub, 16, args.steps), **kernel_learner_cases(sub, args.steps)}
     rates = interleaved_best(args.repeats, cases)
-    learners = kernel_learner_rates(sub, args.steps, args.repeats)  # kernel bp again, alongside the learners
-    runs = [learners, *rates_in_fresh_processes(args.steps, args.repeats, args.processes)]
+    runs = [rates, *rates_in_fresh_processes(args.steps, args.repeats, args.processes)]
     naive, engine, bp = rates["naive"], rates["engine_K16"], rates["kernel_bp"]
 
     def verdict(ok):
@@ -412,17 +416,16 @@ def _kernel_section(args, images, labels, stream, results: dict) -> None:
           f"{bp / engine:.1f}x engine K=16 ({verdict(bp / engine >= TARGET_KERNEL_VS_ENGINE)}: "
           f">= {TARGET_KERNEL_VS_ENGINE:.0f}x)")
     for name, target in TARGET_KERNEL_OVERHEAD.items():
-        rate, same = learners[f"kernel_{name}"], learners[f"kernel_bp_on_{name}_network"]
+        rate, same = rates[f"kernel_{name}"], rates[f"kernel_bp_on_{name}_network"]
         ratios = [r["kernel_bp"] / r[f"kernel_{name}"] for r in runs]  # each process against its own bp
         median = statistics.median(ratios)
         results[f"kernel_{name}_ratios"], results[f"kernel_{name}_ratio_median"] = ratios, median
         print(f"  {'kernel ' + name:<28} {rate:>10,.0f} network-steps/s {ratios[0]:>5.2f}x kernel bp's time; "
               f"{same / rate:.2f}x bp's time on {name}'s own network (its code alone; bp there: "
-              f"{learners['kernel_bp'] / same:.2f}x bp's time, more units active)")
+              f"{bp / same:.2f}x bp's time, more units active)")
         print(f"  {'':<28} in {len(ratios)} processes: {', '.join(f'{r:.2f}' for r in ratios)}x kernel bp's time, "
               f"median {median:.2f}x ({verdict(median <= target)}: <= {target}x)")
     results.update({k if k.startswith("kernel_") else f"kernel_{k}": v for k, v in rates.items()})
-    results.update({k: v for k, v in learners.items() if k != "kernel_bp"})
     cores = os.cpu_count() or 1
     machine = whole_machine_steps_per_s(images, labels, cores, args.seconds)
     single = whole_machine_steps_per_s(images, labels, 1, args.seconds)
