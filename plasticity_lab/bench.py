@@ -19,7 +19,8 @@ which has more active units: the learner's code alone); one kernel process per c
 papers' presets; the first compile <= 30 s, and its cached load. The learners' ratios to kernel bp
 are also measured in ``--processes`` fresh processes, and their verdicts are given on the median
 of all of them. One process's figure can sit about 0.1 away from another's on the same machine,
-code and data.
+code and data. cbp's fused |w| sums alone (``replacement_rate`` 0) are timed the same way: the part
+of cbp's ratio that the issue's design of exact sums costs by itself.
 """
 
 from __future__ import annotations
@@ -112,12 +113,14 @@ def learner_steps_per_s(name: str, stream: PermutedImageStream, K: int, steps: i
     return K * steps / (cpu_seconds() - start)
 
 
-def kernel_steps_per_s(name: str, stream: PermutedImageStream, steps: int, K: int = 1) -> float:
+def kernel_steps_per_s(name: str, stream: PermutedImageStream, steps: int, K: int = 1,
+                       settings: dict | None = None) -> float:
     """The compiled kernel backend, K members one after another, learner ``name`` at its config
-    defaults (bp, l2, cbp: adaptable_contribution rho 1e-4; adapted: matched), the runner's loop."""
+    defaults (bp, l2, cbp: adaptable_contribution rho 1e-4; adapted: matched) with ``settings``
+    changed, the runner's loop."""
     from .engine.learners import example_population
 
-    pop = example_population(name, K=K, backend="kernel")
+    pop = example_population(name, K=K, backend="kernel", **(settings or {}))
     x, y = next(stream.chunks(0))
     for _ in range(max(1, 2000 // steps)):  # past the first maturity window, and past the ages (~1,800 at
         pop.train(x[:K, :steps], y[:K, :steps])  # eta 0.99) after which 1 - eta^age is 1: a run's usual state
@@ -147,11 +150,16 @@ def kernel_bp_on_network_of(name: str, stream: PermutedImageStream, steps: int) 
 
 
 def kernel_learner_cases(stream: PermutedImageStream, steps: int) -> dict:
-    """The timings for ``interleaved_best``: kernel bp, each learner of ``TARGET_KERNEL_OVERHEAD`` and bp
-    on that learner's own network (keys ``kernel_<name>``, ``kernel_bp_on_<name>_network``)."""
+    """The timings for ``interleaved_best``: kernel bp, each learner of ``TARGET_KERNEL_OVERHEAD``, bp
+    on that learner's own network (keys ``kernel_<name>``, ``kernel_bp_on_<name>_network``), and
+    ``kernel_cbp_sums_only``: cbp with ``replacement_rate`` 0, which keeps the fused |w| sums of its
+    utility (issue #13's design: updated inside the update loop) and does nothing else (no
+    statistics, decisions or replacements), so its ratio to bp is the part of cbp's time those
+    sums take."""
     cases = {f"kernel_{name}": (kernel_steps_per_s, name, stream, steps) for name in ("bp", *TARGET_KERNEL_OVERHEAD)}
     for name in TARGET_KERNEL_OVERHEAD:
         cases[f"kernel_bp_on_{name}_network"] = (kernel_bp_on_network_of, name, stream, steps)
+    cases["kernel_cbp_sums_only"] = (kernel_steps_per_s, "cbp", stream, steps, 1, {"replacement_rate": 0.0})
     return cases
 
 
@@ -425,6 +433,11 @@ def _kernel_section(args, images, labels, stream, results: dict) -> None:
               f"{bp / same:.2f}x bp's time, more units active)")
         print(f"  {'':<28} in {len(ratios)} processes: {', '.join(f'{r:.2f}' for r in ratios)}x kernel bp's time, "
               f"median {median:.2f}x ({verdict(median <= target)}: <= {target}x)")
+    sums = [r["kernel_bp"] / r["kernel_cbp_sums_only"] for r in runs]
+    results["kernel_cbp_sums_only_ratios"], results["kernel_cbp_sums_only_ratio_median"] = sums, statistics.median(sums)
+    print(f"  {'cbp: its |w| sums alone':<28} {rates['kernel_cbp_sums_only']:>10,.0f} network-steps/s "
+          f"(replacement_rate 0: the fused sums, no statistics, decisions or replacements); in {len(sums)} processes: "
+          f"{', '.join(f'{r:.2f}' for r in sums)}x kernel bp's time, median {statistics.median(sums):.2f}x")
     results.update({k if k.startswith("kernel_") else f"kernel_{k}": v for k, v in rates.items()})
     cores = os.cpu_count() or 1
     machine = whole_machine_steps_per_s(images, labels, cores, args.seconds)

@@ -36,7 +36,11 @@ def test_bench_reports_the_kernel_section(capsys, mnist_root, monkeypatch):
         ratios = results[f"kernel_{name}_ratios"]
         assert len(ratios) == 2 and all(r > 0 for r in ratios)
         assert results[f"kernel_{name}_ratio_median"] == pytest.approx(sum(ratios) / 2)
-    assert out.count("in 2 processes:") == 2 and "median" in out
+    sums = results["kernel_cbp_sums_only_ratios"]  # cbp at replacement_rate 0: the |w| sums alone
+    assert len(sums) == 2 and all(r > 0 for r in sums) and results["kernel_cbp_sums_only"] > 0
+    assert results["kernel_cbp_sums_only_ratio_median"] == pytest.approx(sum(sums) / 2)
+    assert "cbp: its |w| sums alone" in out
+    assert out.count("in 2 processes:") == 3 and "median" in out
 
 
 @pytest.mark.slow
