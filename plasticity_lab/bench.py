@@ -400,6 +400,15 @@ def main(argv=None) -> dict:
     return results
 
 
+def _ratios_to_bp(runs: list[dict], key: str, results: dict) -> tuple[list[float], float]:
+    """Case ``key``'s ratio to kernel bp's time in each process's timings (each against its own bp)
+    and their median, also stored in ``results`` as ``<key>_ratios`` and ``<key>_ratio_median``."""
+    ratios = [r["kernel_bp"] / r[key] for r in runs]
+    median = statistics.median(ratios)
+    results[f"{key}_ratios"], results[f"{key}_ratio_median"] = ratios, median
+    return ratios, median
+
+
 def _kernel_section(args, images, labels, stream, results: dict) -> None:
     """The kernel backend against the naive loop and the engine at K = 16, interleaved; the whole
     machine; projections; compile times. Adds its figures to ``results``."""
@@ -425,19 +434,16 @@ def _kernel_section(args, images, labels, stream, results: dict) -> None:
           f">= {TARGET_KERNEL_VS_ENGINE:.0f}x)")
     for name, target in TARGET_KERNEL_OVERHEAD.items():
         rate, same = rates[f"kernel_{name}"], rates[f"kernel_bp_on_{name}_network"]
-        ratios = [r["kernel_bp"] / r[f"kernel_{name}"] for r in runs]  # each process against its own bp
-        median = statistics.median(ratios)
-        results[f"kernel_{name}_ratios"], results[f"kernel_{name}_ratio_median"] = ratios, median
+        ratios, median = _ratios_to_bp(runs, f"kernel_{name}", results)
         print(f"  {'kernel ' + name:<28} {rate:>10,.0f} network-steps/s {ratios[0]:>5.2f}x kernel bp's time; "
               f"{same / rate:.2f}x bp's time on {name}'s own network (its code alone; bp there: "
               f"{bp / same:.2f}x bp's time, more units active)")
         print(f"  {'':<28} in {len(ratios)} processes: {', '.join(f'{r:.2f}' for r in ratios)}x kernel bp's time, "
               f"median {median:.2f}x ({verdict(median <= target)}: <= {target}x)")
-    sums = [r["kernel_bp"] / r["kernel_cbp_sums_only"] for r in runs]
-    results["kernel_cbp_sums_only_ratios"], results["kernel_cbp_sums_only_ratio_median"] = sums, statistics.median(sums)
+    sums, median = _ratios_to_bp(runs, "kernel_cbp_sums_only", results)
     print(f"  {'cbp: its |w| sums alone':<28} {rates['kernel_cbp_sums_only']:>10,.0f} network-steps/s "
           f"(replacement_rate 0: the fused sums, no statistics, decisions or replacements); in {len(sums)} processes: "
-          f"{', '.join(f'{r:.2f}' for r in sums)}x kernel bp's time, median {statistics.median(sums):.2f}x")
+          f"{', '.join(f'{r:.2f}' for r in sums)}x kernel bp's time, median {median:.2f}x")
     results.update({k if k.startswith("kernel_") else f"kernel_{k}": v for k, v in rates.items()})
     cores = os.cpu_count() or 1
     machine = whole_machine_steps_per_s(images, labels, cores, args.seconds)
